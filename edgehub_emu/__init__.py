@@ -1,0 +1,10 @@
+"""edgehub-emu: a local emulator of the Azure IoT Edge hub (edgeHub).
+
+Real IoT Edge modules connect to it as they would to edgeHub on a device; it routes their messages with
+edgeHub's route language, and serves twins and direct methods. See README.md.
+"""
+
+from .settings import Settings
+
+__all__ = ["Settings"]
+__version__ = "0.1.0"

@@ -1,0 +1,248 @@
+"""The ``edgehub-emu`` command: ``run``, ``validate`` and ``route test``.
+
+Every command turns bad input into a message that names the file, the JSON path and the rule, and an
+exit code (0 fine, 1 problems); a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
+from .routing import DEFAULT_PRIORITY, Message, RouteTable
+from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME
+from .settings import DEFAULT_MANIFEST, Settings
+
+app = typer.Typer(
+    name="edgehub-emu",
+    help="A local Azure IoT Edge hub: real modules connect, routes, twins and methods work offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+route_app = typer.Typer(help="Try a deployment's routes against a message.", no_args_is_help=True)
+app.add_typer(route_app, name="route")
+
+out = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+ManifestOption = typer.Option(DEFAULT_MANIFEST, "--manifest", "-m", help="Deployment manifest (JSON).")
+DeviceOption = typer.Option(None, "--device-id", help="Edge device id [env EDGEHUB_EMU_DEVICE_ID].")
+EnvFileOption = typer.Option(
+    None, "--env-file", help="KEY=VALUE file for ${VAR} in the manifest (default: .env beside the manifest)."
+)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, as deployment template tools read ``.env`` (comments and blanks skipped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _environment(manifest: Path, env_file: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    candidate = env_file or manifest.parent / ".env"
+    if env_file is not None and not env_file.is_file():
+        err.print(f"error: --env-file {env_file}: no such file", style="red")
+        raise typer.Exit(1)
+    if candidate.is_file():
+        env.update(read_env_file(candidate))
+    return env
+
+
+def _print_manifest_error(exc: ManifestError) -> None:
+    count = len(exc.problems)
+    err.print(f"{exc.source}: {count} problem{'s' if count != 1 else ''}", style="bold red")
+    for problem in exc.problems:
+        err.print(f"  error: {problem}", style="red")
+
+
+def _load(manifest: Path, device_id: str, env_file: Path | None) -> tuple[Deployment, RouteTable]:
+    try:
+        deployment = load_deployment(manifest, env=_environment(manifest, env_file))
+        return deployment, compile_routes(deployment, device_id)
+    except ManifestError as exc:
+        _print_manifest_error(exc)
+        raise typer.Exit(1) from None
+
+
+def _device(device_id: str | None) -> str:
+    return device_id or Settings().device_id
+
+
+def _priority(value: int) -> str:
+    return "lowest" if value == DEFAULT_PRIORITY else str(value)
+
+
+def _route_table(table: RouteTable) -> Table:
+    view = Table(title=f"{len(table)} route{'s' if len(table) != 1 else ''}", title_justify="left")
+    for column in ("route", "from", "where", "into", "priority", "ttl (s)"):
+        view.add_column(column, overflow="fold")
+    for r in table.routes:
+        ttl = r.time_to_live_secs or table.global_ttl_secs
+        view.add_row(r.name, r.source, r.condition.text, str(r.endpoint), _priority(r.priority), str(ttl))
+    return view
+
+
+@app.command()
+def validate(
+    manifest: Path = typer.Argument(..., help="Deployment manifest to check."),
+    device_id: str | None = DeviceOption,
+    env_file: Path | None = EnvFileOption,
+    strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
+) -> None:
+    """Check a deployment manifest as edgeHub would, and warn about edgeHub's traps."""
+    deployment, table = _load(manifest, _device(device_id), env_file)
+    warnings = lint_deployment(deployment, table)
+    real = [w for w in warnings if w.severity == "warning"]
+    for w in warnings:
+        style = "yellow" if w.severity == "warning" else "dim"
+        out.print(f"  {w.severity}: {w}", style=style)
+    modules = len(deployment.module_names)
+    summary = (
+        f"{manifest}: valid: {len(table)} route{'s' if len(table) != 1 else ''}, "
+        f"{modules} module{'s' if modules != 1 else ''}, {len(real)} warning{'s' if len(real) != 1 else ''}"
+    )
+    out.print(summary, style="bold green" if not real else "bold yellow")
+    if strict and real:
+        raise typer.Exit(1)
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str | None]:
+    result: dict[str, str | None] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        result[key] = value if sep else None
+    return result
+
+
+def _message(
+    from_: str, device_id: str, body: str | None, props: list[str], sys_props: list[str], as_json: bool
+) -> Message:
+    system: dict[str, str | None] = {}
+    if from_.startswith("device:"):
+        leaf = from_.removeprefix("device:")
+        if not leaf:
+            raise typer.BadParameter("device:ID needs an id", param_hint="--from")
+        system[CONNECTION_DEVICE_ID] = leaf
+    else:
+        module, _, output = from_.partition("/")
+        if not module:
+            raise typer.BadParameter("expected MODULE, MODULE/OUTPUT or device:ID", param_hint="--from")
+        system[CONNECTION_DEVICE_ID] = device_id
+        system[CONNECTION_MODULE_ID] = module
+        if output:
+            system[OUTPUT_NAME] = output
+    if as_json:
+        system["contentType"] = "application/json"
+        system["contentEncoding"] = "utf-8"
+    system.update(_pairs(sys_props, "--sys"))
+    data = b""
+    if body is not None:
+        if body.startswith("@"):
+            try:
+                data = Path(body[1:]).read_bytes()
+            except OSError as exc:
+                raise typer.BadParameter(
+                    f"cannot read {body[1:]}: {exc.strerror}", param_hint="--body"
+                ) from None
+        else:
+            data = body.encode("utf-8")
+    return Message(body=data, properties=_pairs(props, "--prop"), system_properties=system)
+
+
+_OUTCOME = {
+    "fired": ("fires", "green"),
+    "false": ("false", "default"),
+    "undefined": ("undefined: not routed", "yellow"),
+    "source_mismatch": ("source does not match", "dim"),
+}
+
+
+@route_app.command("test")
+def route_test(
+    from_: str = typer.Option(..., "--from", help="MODULE, MODULE/OUTPUT, or device:ID for a leaf device."),
+    manifest: Path = ManifestOption,
+    body: str | None = typer.Option(None, "--body", help="Message body, or @FILE."),
+    prop: list[str] = typer.Option([], "--prop", help="Application property KEY=VALUE (repeatable)."),
+    sys_prop: list[str] = typer.Option(
+        [], "--sys", help="System property KEY=VALUE by edgeHub's name: contentType, cid, messageId, ..."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Set contentType=application/json and contentEncoding=utf-8 (needed by $body)."
+    ),
+    device_id: str | None = DeviceOption,
+    env_file: Path | None = EnvFileOption,
+) -> None:
+    """Show which routes a message fires, which are false or undefined and why, and where it goes."""
+    device = _device(device_id)
+    _, table = _load(manifest, device, env_file)
+    message = _message(from_, device, body, prop, sys_prop, as_json)
+    explanation = table.explain(message)
+    out.print(f"message source: {explanation.message_source}")
+    view = Table(show_header=True)
+    for column in ("route", "result", "why"):
+        view.add_column(column, overflow="fold")
+    for verdict in explanation.verdicts:
+        label, style = _OUTCOME[verdict.outcome]
+        view.add_row(verdict.route.name, label, "; ".join(verdict.reasons), style=style)
+    out.print(view)
+    if not explanation.endpoints:
+        out.print("no route fired: edgeHub drops this message (reason no_route)", style="bold yellow")
+        return
+    out.print("delivered to:", style="bold")
+    for copy in explanation.endpoints:
+        out.print(
+            f"  {copy.endpoint}  priority {_priority(copy.priority)}  "
+            f"time-to-live {copy.time_to_live_secs} s  (route {copy.route})"
+        )
+
+
+@app.command()
+def run(
+    manifest: Path = ManifestOption,
+    device_id: str | None = DeviceOption,
+    env_file: Path | None = EnvFileOption,
+) -> None:
+    """Load a deployment and start the hub.
+
+    Today this loads, validates and compiles the deployment and prints its route table; the MQTT
+    protocol head that modules connect to is the next capability to land.
+    """
+    device = _device(device_id)
+    deployment, table = _load(manifest, device, env_file)
+    out.print(f"edgehub-emu: deployment {manifest} for edge device '{device}'")
+    out.print(f"modules: {', '.join(deployment.module_names) or '(none)'}")
+    out.print(_route_table(table))
+    out.print(f"global time-to-live: {table.global_ttl_secs} s")
+    out.print(
+        "The MQTT protocol head is not in this build yet, so no module can connect: "
+        "the routes above are validated and compiled; try them with 'edgehub-emu route test'.",
+        style="yellow",
+    )
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,24 @@
+"""Deployment manifests: models, loading with ``${VAR}`` substitution, validation and lint.
+
+Bad input becomes a ``ManifestError`` listing every problem at its JSON path, never a traceback.
+"""
+
+from .errors import ManifestError, ManifestProblem
+from .lint import ManifestWarning, lint_deployment
+from .loader import Deployment, RouteSpec, compile_routes, load_deployment, parse_deployment
+from .models import EdgeAgentDesired, EdgeHubDesired, Module
+
+__all__ = [
+    "Deployment",
+    "EdgeAgentDesired",
+    "EdgeHubDesired",
+    "ManifestError",
+    "ManifestProblem",
+    "ManifestWarning",
+    "Module",
+    "RouteSpec",
+    "compile_routes",
+    "lint_deployment",
+    "load_deployment",
+    "parse_deployment",
+]
