@@ -172,8 +172,8 @@ def _message(
 _OUTCOME = {
     "fired": ("fires", "green"),
     "false": ("false", "default"),
-    "undefined": ("undefined: not routed", "yellow"),
-    "source_mismatch": ("source does not match", "dim"),
+    "undefined": ("undefined", "yellow"),
+    "source_mismatch": ("no match", "dim"),
 }
 
 
@@ -198,13 +198,12 @@ def route_test(
     message = _message(from_, device, body, prop, sys_prop, as_json)
     explanation = table.explain(message)
     out.print(f"message source: {explanation.message_source}")
-    view = Table(show_header=True)
-    for column in ("route", "result", "why"):
-        view.add_column(column, overflow="fold")
+    width = max((len(v.route.name) for v in explanation.verdicts), default=0)
     for verdict in explanation.verdicts:
         label, style = _OUTCOME[verdict.outcome]
-        view.add_row(verdict.route.name, label, "; ".join(verdict.reasons), style=style)
-    out.print(view)
+        out.print(f"  {label:9}  {verdict.route.name:{width}}", style=style)
+        for reason in verdict.reasons:
+            out.print(f"             {reason}", style=style)
     if not explanation.endpoints:
         out.print("no route fired: edgeHub drops this message (reason no_route)", style="bold yellow")
         return

@@ -25,8 +25,8 @@ def _check_schema(value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise PydanticCustomError(
             "schema_version",
-            "must be one of {allowed}, got {value!r}",
-            {"allowed": ", ".join(allowed), "value": value},
+            "must be one of {allowed}, got {shown}",
+            {"allowed": ", ".join(allowed), "shown": repr(value)},
         )
     return value
 

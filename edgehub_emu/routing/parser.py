@@ -63,6 +63,17 @@ def _end_token(text: str, last: Token | None) -> Token:
     return Token("$END", "", start_pos=len(text), line=line, column=column)
 
 
+def _glued_operator_hint(token: Token) -> str:
+    text = str(token)
+    if token.type != "ID":
+        return ""
+    if "&&" in text or "||" in text or "!" in text:
+        return f" ({text!r} is one name: write AND, OR, NOT and put spaces around operators)"
+    if "'" in text:
+        return f" ({text!r} is one name: put a space after a string literal)"
+    return ""
+
+
 def parse_prefix(text: str, grammar: str, *, condition: bool) -> Parsed:
     """Parse the longest accepted prefix of ``text``; raise RouteSyntaxError if it does not form one.
 
@@ -94,5 +105,6 @@ def parse_prefix(text: str, grammar: str, *, condition: bool) -> Parsed:
         stop = rest[0] if rest else _end_token(text, consumed[-1] if consumed else None)
         expected = sorted(t for t in interactive.accepts() if t != "$END")
         hint = f"; expected one of {', '.join(expected)}" if expected and len(expected) <= 8 else ""
+        hint += _glued_operator_hint(stop) or (_glued_operator_hint(consumed[-1]) if consumed else "")
         raise RouteSyntaxError(text, [_problem(stop, f"unexpected {describe(stop)}{hint}")]) from None
     return Parsed(tree, consumed, rest, lexed.comments)

@@ -1,0 +1,124 @@
+"""The `edgehub-emu` command: validate, route test and run, with exit codes and clear messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from edgehub_emu.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "deployment.json"
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def write(tmp_path: Path, doc: dict) -> Path:
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_validate_accepts_the_example():
+    result = invoke("validate", str(EXAMPLE))
+    assert result.exit_code == 0, result.output
+    assert "valid: 2 routes, 2 modules, 0 warnings" in result.output
+
+
+def test_validate_lists_every_error_with_its_path_and_exits_1(tmp_path: Path):
+    doc = json.loads(EXAMPLE.read_text())
+    routes = doc["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
+    routes["sensorToFilter"]["priority"] = 12
+    routes["filterToIoTHub"]["route"] = "FROM /* WHERE temp > 30 INTO $upstream"
+    result = invoke("validate", str(write(tmp_path, doc)))
+    assert result.exit_code == 1
+    assert "routes.sensorToFilter.priority: must be 0–9, got 12" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_strict_fails_on_warnings(tmp_path: Path):
+    doc = json.loads(EXAMPLE.read_text())
+    doc["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["x"] = (
+        "FROM /* WHERE a!=b INTO $upstream"
+    )
+    path = write(tmp_path, doc)
+    assert invoke("validate", str(path)).exit_code == 0
+    strict = invoke("validate", "--strict", str(path))
+    assert strict.exit_code == 1
+    assert "operator-spacing" in strict.output
+
+
+def test_validate_reads_dot_env_beside_the_manifest(tmp_path: Path):
+    doc = json.loads(EXAMPLE.read_text())
+    doc["modulesContent"]["$edgeHub"]["properties.desired"]["storeAndForwardConfiguration"][
+        "timeToLiveSecs"
+    ] = "${TTL}"
+    path = write(tmp_path, doc)
+    assert "${TTL} is not set" in invoke("validate", str(path)).output
+    (tmp_path / ".env").write_text("# comment\nTTL=300\n")
+    # a string where a number belongs: reported as such, not as a missing variable
+    result = invoke("validate", str(path))
+    assert "${TTL}" not in result.output
+
+
+def test_route_test_shows_fired_routes_and_endpoints():
+    result = invoke(
+        "route",
+        "test",
+        "--manifest",
+        str(EXAMPLE),
+        "--from",
+        "SimulatedTemperatureSensor/temperatureOutput",
+        "--json",
+        "--body",
+        '{"machine": {"temperature": 30}}',
+    )
+    assert result.exit_code == 0, result.output
+    assert "sensorToFilter" in result.output and "fires" in result.output
+    assert (
+        'BrokeredEndpoint("/modules/filtermodule/inputs/input1")  priority 0  time-to-live 1800 s'
+        in result.output
+    )
+
+
+def test_route_test_explains_undefined_and_drops(tmp_path: Path):
+    doc = json.loads(EXAMPLE.read_text())
+    doc["modulesContent"]["$edgeHub"]["properties.desired"]["routes"] = {
+        "hot": "FROM /messages/* WHERE $body.machine.temperature > 100 INTO $upstream"
+    }
+    result = invoke(
+        "route", "test", "-m", str(write(tmp_path, doc)), "--from", "filtermodule/output1", "--body", "{}"
+    )
+    assert "undefined" in result.output
+    assert "no contentType" in result.output
+    assert "drops this message" in result.output
+
+
+def test_route_test_rejects_a_bad_property_argument():
+    result = invoke("route", "test", "--from", "m", "--prop", "=x", "-m", str(EXAMPLE))
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.output
+
+
+def test_console_script_runs_from_the_installed_package(tmp_path: Path):
+    exe = shutil.which("edgehub-emu", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    done = subprocess.run(
+        [exe, "run", "--manifest", str(EXAMPLE)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sensorToFilter" in done.stdout
+    missing = subprocess.run(
+        [exe, "validate", str(tmp_path / "none.json")], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1
+    assert "cannot read the file" in missing.stderr
+    assert "Traceback" not in missing.stderr
