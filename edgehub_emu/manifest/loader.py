@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -241,6 +241,8 @@ def parse_deployment(
         else None
     )
     specs = _route_specs(hub, f"{prefix}$edgeHub.{DESIRED}", problems) if hub is not None else []
+    # Compile every route now too, so that route errors come with all the others in one report.
+    _compile_specs(specs, "", problems)
     twins: dict[str, dict[str, Any]] = {}
     for name, twin in content.items():
         if name in ("$edgeAgent", "$edgeHub"):
@@ -276,11 +278,11 @@ def load_deployment(path: str | Path, *, env: Mapping[str, str] | None = None) -
     return parse_deployment(document, env=env, source=str(path))
 
 
-def compile_routes(deployment: Deployment, device_id: str) -> RouteTable:
-    """Compile every route of the deployment; raise ManifestError listing every route that fails."""
-    problems: list[ManifestProblem] = []
+def _compile_specs(
+    specs: Iterable[RouteSpec], device_id: str, problems: list[ManifestProblem]
+) -> list[Route]:
     routes: list[Route] = []
-    for spec in deployment.routes:
+    for spec in specs:
         try:
             routes.append(
                 compile_route(
@@ -297,6 +299,13 @@ def compile_routes(deployment: Deployment, device_id: str) -> RouteTable:
                 problems.append(
                     ManifestProblem(spec.path, f"{exc.kind} at {where} of {exc.text!r}: {p.message}")
                 )
+    return routes
+
+
+def compile_routes(deployment: Deployment, device_id: str) -> RouteTable:
+    """Compile the deployment's routes for an edge device (endpoints are ``{device_id}/{module}/{input}``)."""
+    problems: list[ManifestProblem] = []
+    routes = _compile_specs(deployment.routes, device_id, problems)
     if problems:
         raise ManifestError(deployment.source, problems)
     return RouteTable(routes, deployment.global_ttl_secs)

@@ -128,10 +128,17 @@ _NUMBER_ANY = re.compile(
     r"\s*(?:¤\s*)?(?P<trail>[+-])?\s*(?:¤\s*)?(?P<close>\))?\s*"
 )
 _SPECIAL = {"infinity": INF, "+infinity": INF, "-infinity": -INF, "nan": NAN, "∞": INF, "-∞": -INF}
+_PLAIN_NUMERAL = frozenset("0123456789.+-eE")
 
 
 def parse_number(text: str) -> float:
     """edgeHub's ``as_number`` on a string: NaN (undefined) where .NET's parser fails."""
+    if text and _PLAIN_NUMERAL.issuperset(text):
+        # Over these characters every text Python's float() accepts, .NET accepts with the same value.
+        try:
+            return float(text)
+        except ValueError:
+            pass  # e.g. '12-' (a trailing sign): .NET's rules below
     special = _SPECIAL.get(text.strip().lower())
     if special is not None:
         return special

@@ -35,9 +35,7 @@ from .values import (
     TO_QUERY,
     UNDEF,
     Type,
-    bool_and,
     bool_not,
-    bool_or,
     divide,
     is_defined_value,
     modulo,
@@ -420,8 +418,30 @@ class _Compiler:
         fl, fr = left.fn, right.fn
         if not is_and and NU in (left.type, right.type):
             return Typed(B, fr if left.type == NU else fl)  # null OR x is x
-        combine = bool_and if is_and else bool_or
-        return Typed(B, lambda m: combine(fl(m), fr(m)))
+        # Kleene logic, short-circuited (conditions have no side effects, so this only saves work).
+        if is_and:
+
+            def and_(m: Message) -> Any:
+                a = fl(m)
+                if a is False:
+                    return False
+                b = fr(m)
+                if b is False:
+                    return False
+                return True if a is True and b is True else UNDEF
+
+            return Typed(B, and_)
+
+        def or_(m: Message) -> Any:
+            a = fl(m)
+            if a is True:
+                return True
+            b = fr(m)
+            if b is True:
+                return True
+            return False if a is False and b is False else UNDEF
+
+        return Typed(B, or_)
 
     def coalesce(self, node: ast.Binary, left: Typed, right: Typed) -> Typed:
         if not self._operands_ok(left.type, left, right):

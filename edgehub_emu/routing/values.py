@@ -162,22 +162,6 @@ def query_compare(a: Any, b: Any) -> int | None:
 # --- Bool (three-valued) ----------------------------------------------------------------------
 
 
-def bool_and(a: Any, b: Any) -> Any:
-    if a is False or b is False:
-        return False
-    if a is UNDEF or b is UNDEF:
-        return UNDEF
-    return True
-
-
-def bool_or(a: Any, b: Any) -> Any:
-    if a is True or b is True:
-        return True
-    if a is UNDEF or b is UNDEF:
-        return UNDEF
-    return False
-
-
 def bool_not(a: Any) -> Any:
     return UNDEF if a is UNDEF else not a
 

@@ -151,3 +151,32 @@ def test_any_text_either_compiles_or_raises_a_route_error(text: str):
         False,
         UNDEF,
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("42", 42.0),
+        ("-1.5e3", -1500.0),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("12-", -12.0),
+        ("+7", 7.0),
+        ("1,000", 1000.0),
+        (" 3 ", 3.0),
+        ("(4)", -4.0),
+        ("¤5", 5.0),
+        ("Infinity", float("inf")),
+    ],
+)
+def test_parse_number_matches_dotnet_number_styles_any(text: str, value: float):
+    from edgehub_emu.routing.builtins import parse_number
+
+    assert parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "-", "1e", "e5", "1.2.3", "--5", "1_000", "nan1", "0x10", "+5-", "(5"])
+def test_parse_number_rejects_what_dotnet_rejects(text: str):
+    from edgehub_emu.routing.builtins import parse_number
+
+    assert parse_number(text) != parse_number(text)  # NaN: undefined

@@ -92,15 +92,19 @@ def test_every_problem_is_reported_at_once():
     assert any(p.startswith(f"{HUB}.routes.sensorToFilter.priority") for p in found)
     assert any(p.startswith(f"{HUB}.routes.bad: must be a route string or an object") for p in found)
     assert any(p.endswith("modules.filtermodule.status: is required") for p in found)
-    # route compile errors come after structural problems are fixed, with the route's path:
-    doc2 = example()
-    hub(doc2)["routes"]["filterToIoTHub"] = "FROM /* WHERE temp > 30 INTO $upstream"
-    hub(doc2)["routes"]["r3"] = "FROM /* INTO $nowhere"
-    found = problems(doc2)
-    assert len(found) == 2
-    assert found[0].startswith(f"{HUB}.routes.filterToIoTHub: compile error at column 6")
-    assert "as_number(temp)" in found[0]
-    assert found[1].startswith(f"{HUB}.routes.r3: endpoint error")
+    compile_error = next(p for p in found if p.startswith(f"{HUB}.routes.filterToIoTHub:"))
+    assert compile_error.startswith(f"{HUB}.routes.filterToIoTHub: compile error at column 6")
+    assert "as_number(temp)" in compile_error
+    assert len(found) == 4
+
+
+def test_route_errors_name_the_route_and_the_kind_of_error():
+    doc = example()
+    hub(doc)["routes"]["r1"] = "FROM /* INTO $nowhere"
+    hub(doc)["routes"]["r2"] = "FROM /* WHERE a == 'b' INTO $upstream"
+    found = problems(doc)
+    assert found[0].startswith(f"{HUB}.routes.r1: endpoint error at column 14")
+    assert found[1].startswith(f"{HUB}.routes.r2: syntax error at column 18")
 
 
 @pytest.mark.parametrize("version", ["0.9", "1.4", "2.0"])

@@ -1,0 +1,24 @@
+"""`python -m bench`: run every benchmark and print a report with each figure beside its target."""
+
+from __future__ import annotations
+
+import sys
+
+from . import routing_bench
+
+
+def main() -> int:
+    print("edgehub-emu benchmarks (one process, one core; median of repeated runs)\n")
+    results = routing_bench.run()
+    width = max(len(r.name) for r in results)
+    missed = 0
+    for r in results:
+        verdict = "ok" if r.met else "MISSED"
+        missed += not r.met
+        print(f"  {r.name:{width}}  {r.figure:>14}  target {r.target:<16} {verdict}")
+    print(f"\n{len(results) - missed} of {len(results)} targets met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
