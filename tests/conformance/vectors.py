@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgehub_emu.iothub import topics
+from edgehub_emu.iothub.property_bag import PropertyBagError, decode
+from edgehub_emu.mqtt.topic_trie import filter_matches
 from edgehub_emu.routing import (
     UNDEF,
     ConditionCompileError,
@@ -30,9 +33,7 @@ from edgehub_emu.routing.route import source_matches
 
 DATA = Path(__file__).parent / "data"
 
-NOT_YET = {
-    "topic": "IoT Hub topic conventions arrive with the MQTT protocol head (issue 3)",
-}
+NOT_YET: dict[str, str] = {}
 
 # Vectors we deliberately do not reproduce: (kind, test, input) -> reason. Empty today; every entry
 # here must say why.
@@ -131,7 +132,97 @@ def run_route_source_match(v: dict[str, Any]) -> Any:
     return "match" if source_matches(route_source, v["message"]["message_source"]) else "no_match"
 
 
+def run_topic_inbound(v: dict[str, Any]) -> Any:
+    try:
+        t = topics.parse_telemetry(v["input"])
+    except topics.TopicError:
+        return "dropped"
+    return {"system_properties": t.system_properties, "properties": t.properties}
+
+
+def run_topic_template_inbound(v: dict[str, Any]) -> Any:
+    bound = topics.match_templates(v["message"]["inbound_templates"], v["input"])
+    if bound is None:
+        return "no_match"
+    params = bound.pop("params", None)
+    properties: dict[str, Any] = dict(bound)
+    if params is not None:
+        try:
+            properties.update(decode(params))
+        except PropertyBagError:
+            return "dropped"
+    return {"properties": properties}
+
+
+def run_topic_outbound(v: dict[str, Any]) -> Any:
+    i = v["input"]
+    message = v.get("message") or {}
+    props = i.get("properties", message.get("properties", {}))
+    system = i.get("system_properties", message.get("system_properties", {}))
+    template = i["template"]
+    if template == "ModuleEndpoint":
+        return topics.module_input_topic(i["device"], i["module"], i["input"], props, system)
+    if template == "C2D":
+        return topics.c2d_topic(i["device"], props, system)
+    if template == "TwinEndpoint":
+        return topics.twin_response_topic(i["statusCode"], i["rid"])
+    if template == "TwinDesiredPropertyUpdate":
+        return topics.desired_patch_topic(i["version"])
+    raise NotImplementedError(template)
+
+
+def run_topic_template_outbound(v: dict[str, Any]) -> Any:
+    i = v["input"]
+    address = topics.fill_template(i["template"], i["system_properties"])
+    bag = topics.property_bag.encode(i["properties_to_send"].items())
+    return topics.with_bag(address, bag)
+
+
+def run_topic_twin_address(v: dict[str, Any]) -> Any:
+    try:
+        a = topics.parse_twin_address(v["input"])
+    except topics.TopicError:
+        return "error"
+    return {"operation": a.operation, "subresource": a.subresource, "properties": a.properties}
+
+
+def run_topic_twin_request(v: dict[str, Any]) -> Any:
+    try:
+        request = topics.parse_twin_request(v["input"])
+    except topics.TopicError:
+        return "error_disconnect"
+    response = None if request.rid is None else topics.twin_response_topic(200, request.rid)
+    return {"response_topic": response}
+
+
+def run_topic_method_request(v: dict[str, Any]) -> Any:
+    return topics.method_request_topic(v["input"]["method"], v["input"]["rid"])
+
+
+def run_topic_username(v: dict[str, Any]) -> Any:
+    try:
+        u = topics.parse_username(v["input"])
+    except topics.UsernameError:
+        return "error"
+    return {
+        "deviceId": u.device_id,
+        "moduleId": u.module_id,
+        "deviceClientType": u.device_client_type,
+        "modelId": u.model_id,
+    }
+
+
 RUNNERS = {
+    "topic/inbound": run_topic_inbound,
+    "topic/template_inbound": run_topic_template_inbound,
+    "topic/outbound": run_topic_outbound,
+    "topic/template_outbound": run_topic_template_outbound,
+    "topic/twin_address": run_topic_twin_address,
+    "topic/twin_request": run_topic_twin_request,
+    "topic/method_request_outbound": run_topic_method_request,
+    "topic/username": run_topic_username,
+    "topic/subscription_classification": lambda v: topics.classify_subscription(v["input"]),
+    "topic/filter_match": lambda v: filter_matches(v["input"]["filter"], v["input"]["topic"]),
     "condition/compile": run_condition,
     "condition/evaluate": run_condition,
     "route/parse": run_route_parse,
