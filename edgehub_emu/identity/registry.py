@@ -1,0 +1,111 @@
+"""The identities of one edge device: the device, its modules, and downstream (leaf) devices.
+
+Each identity has a primary and a secondary symmetric key, generated once and kept in
+``DATA_DIR/identities.json`` so that connection strings stay valid across restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
+
+
+def new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """``device_id`` alone for a device, ``device_id/module_id`` for a module."""
+
+    device_id: str
+    module_id: str | None
+    primary_key: str
+    secondary_key: str
+    leaf: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.device_id if self.module_id is None else f"{self.device_id}/{self.module_id}"
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return self.primary_key, self.secondary_key
+
+
+class IdentityRegistry:
+    """Identities by id (``device`` or ``device/module``); keys persisted in ``path`` when given."""
+
+    def __init__(
+        self,
+        device_id: str,
+        modules: list[str],
+        leaf_devices: list[str] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.path = path
+        self._lock = threading.Lock()
+        stored = self._read()
+        self._identities: dict[str, Identity] = {}
+        self._add(device_id, None, stored)
+        for module in [*SYSTEM_MODULES, *modules]:
+            self._add(device_id, module, stored)
+        for leaf in leaf_devices or []:
+            self._add(leaf, None, stored, leaf=True)
+        self._write()
+
+    def _read(self) -> dict[str, list[str]]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.get("keys", {}).items() if isinstance(v, list) and len(v) == 2}
+
+    def _add(
+        self, device_id: str, module_id: str | None, stored: dict[str, list[str]], leaf: bool = False
+    ) -> None:
+        ident = device_id if module_id is None else f"{device_id}/{module_id}"
+        primary, secondary = stored.get(ident) or (new_key(), new_key())
+        self._identities[ident] = Identity(device_id, module_id, primary, secondary, leaf)
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        stored = self._read()
+        stored.update({i.id: [i.primary_key, i.secondary_key] for i in self._identities.values()})
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"keys": stored}, indent=2), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def get(self, identity_id: str) -> Identity | None:
+        return self._identities.get(identity_id)
+
+    def device(self) -> Identity:
+        return self._identities[self.device_id]
+
+    def module(self, module_id: str) -> Identity | None:
+        return self._identities.get(f"{self.device_id}/{module_id}")
+
+    def ensure_modules(self, modules: list[str]) -> None:
+        """Add identities for modules a reloaded manifest deploys (keys of known ones are kept)."""
+        with self._lock:
+            stored = self._read()
+            for module in modules:
+                if f"{self.device_id}/{module}" not in self._identities:
+                    self._add(self.device_id, module, stored)
+            self._write()
+
+    def __iter__(self):
+        return iter(self._identities.values())
