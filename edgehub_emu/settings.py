@@ -1,10 +1,8 @@
-"""Runtime settings of the hub: command-line flags, with ``EDGEHUB_EMU_*`` environment defaults.
-
-Only what the hub reads today lives here; each capability adds its own settings as it lands.
-"""
+"""Runtime settings of the hub: command-line flags, with ``EDGEHUB_EMU_*`` environment defaults."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,17 +10,65 @@ from pathlib import Path
 DEFAULT_MANIFEST = Path("config/deployment.json")
 DEFAULT_DEVICE_ID = "edge-device"
 DEFAULT_IOTHUB_HOSTNAME = "edgehub-emu.azure-devices.net"
+DEFAULT_DATA_DIR = Path(".edgehub-emu")
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"EDGEHUB_EMU_{name}", default)
 
 
+def _env_port(name: str, default: int | None) -> int | None:
+    value = os.environ.get(f"EDGEHUB_EMU_{name}")
+    if value is None:
+        return default
+    return None if value.lower() in ("", "off", "none") else int(value)
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in os.environ.get(f"EDGEHUB_EMU_{name}", "").split(",") if v.strip())
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """What a hub needs to know about itself. ``device_id`` is the edge device's id: module endpoints
-    are ``{device_id}/{module}/{input}`` and modules connect as ``{device_id}/{module}``."""
+    """What a hub needs to know about itself.
+
+    ``device_id`` is the edge device's id: modules connect as ``{device_id}/{module}``. ``host`` is the
+    address to listen on; ``hostname`` is the gateway host name modules connect to (and that the server
+    certificate names); by default the host itself, or ``localhost`` when listening on every address.
+    A port of 0 picks a free one; ``None`` turns a listener off.
+    """
 
     manifest: Path = field(default_factory=lambda: Path(_env("MANIFEST", str(DEFAULT_MANIFEST))))
     device_id: str = field(default_factory=lambda: _env("DEVICE_ID", DEFAULT_DEVICE_ID))
     iothub_hostname: str = field(default_factory=lambda: _env("IOTHUB_HOSTNAME", DEFAULT_IOTHUB_HOSTNAME))
+    data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", str(DEFAULT_DATA_DIR))))
+    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1"))
+    hostname: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_HOSTNAME") or None)
+    mqtts_port: int | None = field(default_factory=lambda: _env_port("MQTTS_PORT", 8883))
+    https_port: int | None = field(default_factory=lambda: _env_port("HTTPS_PORT", 443))
+    mqtt_port: int | None = field(default_factory=lambda: _env_port("MQTT_PORT", None))
+    leaf_devices: tuple[str, ...] = field(default_factory=lambda: _env_list("LEAF_DEVICES"))
+    extra_names: tuple[str, ...] = field(default_factory=lambda: _env_list("CERT_NAMES"))
+    connect_timeout: float = 60.0
+    token_check_interval: float = 300.0
+
+    @property
+    def gateway_hostname(self) -> str:
+        if self.hostname:
+            return self.hostname
+        return "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    def certificate_names(self) -> list[str]:
+        names = [self.gateway_hostname, "localhost", "127.0.0.1", "::1"]
+        if self.host not in ("0.0.0.0", "::", ""):
+            names.append(self.host)
+        return list(dict.fromkeys([*names, *self.extra_names]))

@@ -1,0 +1,135 @@
+"""Delivery from endpoint queues: in order, one message in flight, retried until its time-to-live.
+
+A module input endpoint delivers while the module is connected and subscribed for module messages
+(``devices/{d}/modules/{m}/#`` or ``…/inputs/#``): the message goes out on
+``devices/{d}/modules/{m}/inputs/{input}/{bag}`` with edgeHub's outbound property bag, at QoS 1 capped
+by the subscription, and leaves the queue only on the module's PUBACK. Like edgeHub, there is one
+module message in flight per client across its inputs, a PUBACK not received within 30 s means a
+retry, and a subscription that registers module messages but does not match the input's topic makes
+the message undeliverable: it is dropped. Without a connection or subscription, messages wait (until
+their time-to-live); delivery resumes as soon as the module connects and subscribes. ``$upstream``
+delivers to the configured upstream sink the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from .iothub import module_input_topic
+from .mqtt.session import NotConnected
+from .protocol_head import ProtocolHead
+from .routing import Message, ModuleEndpoint, UpstreamEndpoint
+from .store import MemoryStore
+
+log = logging.getLogger("edgehub_emu.delivery")
+
+ACK_TIMEOUT = 30.0
+RECHECK = 5.0  # how often a waiting loop looks again (time-to-live, missed wake-ups)
+
+
+class Backoff:
+    """1 s, 2 s, 4 s … up to 60 s, reset on success (edgeHub's endpoint retry)."""
+
+    def __init__(self, first: float = 1.0, limit: float = 60.0) -> None:
+        self.first, self.limit, self.attempt = first, limit, 0
+
+    def next(self) -> float:
+        delay = min(self.first * 2**self.attempt, self.limit)
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Deliveries:
+    """One delivery task per endpoint that has had something queued."""
+
+    def __init__(
+        self, head: ProtocolHead, store: MemoryStore, upstream: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        self.head = head
+        self.store = store
+        self.upstream = upstream
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._client_locks: dict[str, asyncio.Lock] = {}
+        self.counters: Counter[str] = Counter()
+
+    def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint) -> None:
+        task = self._tasks.get(endpoint.id)
+        if task is None or task.done():
+            runner = (
+                self._module(endpoint) if isinstance(endpoint, ModuleEndpoint) else self._upstream(endpoint)
+            )
+            self._tasks[endpoint.id] = asyncio.ensure_future(runner)
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+
+    async def _module(self, endpoint: ModuleEndpoint) -> None:
+        identity = endpoint.identity
+        lock = self._client_locks.setdefault(identity, asyncio.Lock())
+        while True:
+            entry = self.store.head(endpoint.id)
+            if entry is None:
+                await self.store.wait(endpoint.id, RECHECK)
+                continue
+            state = self.head.module_subscribed(identity)
+            if state is None:
+                await self.head.wait_for_change(identity, RECHECK)
+                continue
+            message = entry.message
+            topic = module_input_topic(
+                endpoint.device_id,
+                endpoint.module_id,
+                endpoint.input_name,
+                message.properties,
+                message.system_properties,
+            )
+            qos = state.session.granted_qos(topic)
+            if qos is None:
+                self.store.remove(entry)
+                self.counters["rejected"] += 1
+                log.warning(
+                    "dropped a message for %s: its subscriptions do not match %s (edgeHub drops it too)",
+                    identity,
+                    topic,
+                )
+                continue
+            async with lock:
+                try:
+                    future = state.session.publish(topic, message.body, min(qos, 1))
+                    if future is not None:
+                        await asyncio.wait_for(asyncio.shield(future), ACK_TIMEOUT)
+                except NotConnected:
+                    continue
+                except TimeoutError:
+                    self.counters["ack_timeout"] += 1
+                    log.info("no PUBACK from %s within %g s: will retry", identity, ACK_TIMEOUT)
+                    continue
+            self.store.remove(entry)
+            self.counters["delivered"] += 1
+
+    async def _upstream(self, endpoint: UpstreamEndpoint) -> None:
+        backoff = Backoff()
+        while True:
+            entry = self.store.head(endpoint.id)
+            if entry is None:
+                await self.store.wait(endpoint.id, RECHECK)
+                continue
+            try:
+                await self.upstream(entry.message)
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("upstream refused a message (%s); retrying in %g s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            self.store.remove(entry)
+            self.counters["upstream"] += 1

@@ -1,0 +1,267 @@
+"""The composition root: ``EdgeHub(settings)`` wires manifest, identities, certificates, routing,
+queues, twins, the MQTT server and its listeners, and offers the hub's Python API.
+
+    async with EdgeHub(settings) as hub:
+        print(hub.connection_string("filtermodule"))
+        result = await hub.invoke_method("filtermodule", "reset", {"hard": True})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .api import websocket_handler
+from .delivery import Deliveries
+from .identity import IdentityRegistry, connection_string, ensure_certificates
+from .iothub.twins import TwinStore
+from .manifest import Deployment, compile_routes, load_deployment
+from .mqtt.server import MqttServer
+from .mqtt.session import SessionStore
+from .protocol_head import MethodResult, ProtocolHead
+from .routing import ModuleEndpoint, RoutedEndpoint, RouteTable, UpstreamEndpoint
+from .settings import Settings, is_loopback
+from .store import MemoryStore
+from .upstream import UpstreamCapture
+
+log = logging.getLogger("edgehub_emu.hub")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the hub listens (ports are the ones actually bound, also when 0 was asked for)."""
+
+    host: str
+    hostname: str
+    mqtts_port: int | None
+    https_port: int | None
+    mqtt_port: int | None
+    ca_file: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "hostname": self.hostname,
+            "mqtts_port": self.mqtts_port,
+            "https_port": self.https_port,
+            "mqtt_port": self.mqtt_port,
+            "ca_file": str(self.ca_file),
+        }
+
+
+class HubError(Exception):
+    """The hub cannot start as configured (a port in use, a bad manifest); the message says which."""
+
+
+class EdgeHub:
+    def __init__(self, settings: Settings | None = None, *, deployment: Deployment | None = None) -> None:
+        self.settings = settings or Settings()
+        self._deployment = deployment
+        self.deployment: Deployment | None = None
+        self.route_table: RouteTable | None = None
+        self.upstream = UpstreamCapture()
+        self.store = MemoryStore()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._runner: web.AppRunner | None = None
+        self._token_task: asyncio.Task[None] | None = None
+        self.endpoints: Endpoints | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> EdgeHub:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> EdgeHub:
+        s = self.settings
+        deployment = self._deployment or load_deployment(s.manifest)
+        self.deployment = deployment
+        self.route_table = compile_routes(deployment, s.device_id)
+        data = s.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.identities = IdentityRegistry(
+            s.device_id, deployment.module_names, list(s.leaf_devices), data / "identities.json"
+        )
+        self.certificates = ensure_certificates(data / "certs", s.certificate_names())
+        self.twins = TwinStore(data / "twins.json")
+        for module in deployment.module_names:
+            self.twins.seed_desired(f"{s.device_id}/{module}", deployment.module_twins.get(module, {}))
+        self.head = ProtocolHead(
+            device_id=s.device_id,
+            hostnames=[s.iothub_hostname, s.gateway_hostname],
+            identities=self.identities,
+            routes=lambda: self.route_table,  # type: ignore[return-value,arg-type]
+            store=self.store,
+            twins=self.twins,
+            on_queued=self._queued,
+        )
+        self.deliveries = Deliveries(self.head, self.store, self.upstream.send)
+        self.mqtt = MqttServer(
+            self.head, session_store=SessionStore(data / "sessions.json"), connect_timeout=s.connect_timeout
+        )
+        try:
+            await self._listen()
+        except BaseException:
+            await self.stop()
+            raise
+        self._token_task = asyncio.ensure_future(self._check_tokens())
+        self._write_endpoints()
+        return self
+
+    async def stop(self) -> None:
+        if self._token_task is not None:
+            self._token_task.cancel()
+        if hasattr(self, "mqtt"):
+            self.mqtt.close_all()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if hasattr(self, "deliveries"):
+            await self.deliveries.stop()
+
+    def _tls(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.certificates.server_chain, self.certificates.server_key)
+        return context
+
+    async def _listen(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        tls = self._tls()
+        mqtts = mqtt = https = None
+        if s.mqtts_port is not None:
+            server = await self._bind(
+                "MQTT over TLS",
+                s.mqtts_port,
+                loop.create_server(lambda: self.mqtt.protocol("tls"), s.host, s.mqtts_port, ssl=tls),
+            )
+            self._servers.append(server)
+            mqtts = server.sockets[0].getsockname()[1]
+        if s.mqtt_port is not None:
+            plain_host = s.host if is_loopback(s.host) else "127.0.0.1"
+            server = await self._bind(
+                "plain MQTT",
+                s.mqtt_port,
+                loop.create_server(lambda: self.mqtt.protocol("tcp"), plain_host, s.mqtt_port),
+            )
+            self._servers.append(server)
+            mqtt = server.sockets[0].getsockname()[1]
+        if s.https_port is not None:
+            app = web.Application()
+            app.router.add_get("/{tail:.*}", websocket_handler(self.mqtt))
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, s.host, s.https_port, ssl_context=tls)
+            await self._bind("HTTPS (MQTT over WebSocket)", s.https_port, site.start())
+            https = self._runner.addresses[0][1]
+        self.endpoints = Endpoints(s.host, s.gateway_hostname, mqtts, https, mqtt, self.certificates.ca_cert)
+
+    async def _bind(self, what: str, port: int, starting: Any) -> Any:
+        try:
+            return await starting
+        except PermissionError:
+            raise HubError(
+                f"cannot listen for {what} on {self.settings.host}:{port}: permission denied "
+                f"(ports below 1024 need privileges; pick another port, or 0 for a free one)"
+            ) from None
+        except OSError as exc:
+            raise HubError(
+                f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
+            ) from None
+
+    def _write_endpoints(self) -> None:
+        assert self.endpoints is not None
+        path = self.settings.data_dir / "endpoints.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.endpoints.as_dict(), indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+
+    async def _check_tokens(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.token_check_interval)
+            for identity_id in self.head.check_tokens():
+                log.info("disconnected %s: its SAS token expired", identity_id)
+
+    def _queued(self, copies: list[RoutedEndpoint]) -> None:
+        for copy in copies:
+            endpoint = copy.endpoint
+            if isinstance(endpoint, ModuleEndpoint | UpstreamEndpoint):
+                self.deliveries.ensure(endpoint)
+
+    # --- the hub's Python API -------------------------------------------------------------------
+
+    def identity_id(self, module_or_device: str) -> str:
+        """``filtermodule`` → ``edge-device/filtermodule``; a leaf device id stays as it is."""
+        if "/" in module_or_device or self.identities.get(module_or_device) is not None:
+            return module_or_device
+        return f"{self.settings.device_id}/{module_or_device}"
+
+    def connection_string(self, module_or_device: str) -> str:
+        identity = self.identities.get(self.identity_id(module_or_device))
+        if identity is None:
+            raise KeyError(
+                f"no identity {module_or_device!r}: not a module of the deployment nor a leaf device"
+            )
+        return connection_string(identity, self.settings.iothub_hostname, self.settings.gateway_hostname)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.certificates.ca_cert
+
+    async def invoke_method(
+        self,
+        module_or_device: str,
+        method_name: str,
+        payload: Any = None,
+        *,
+        response_timeout: float = 30,
+        connect_timeout: float = 0,
+    ) -> MethodResult:
+        """Call a direct method; raises ``MethodError`` with status 404 (not connected or not
+        subscribed), 504 (no answer in time) or 400 (bad arguments), as edgeHub answers."""
+        return await self.head.invoke_method(
+            self.identity_id(module_or_device), method_name, payload, response_timeout, connect_timeout
+        )
+
+    def twin(self, module_or_device: str) -> dict[str, Any]:
+        return self.twins.twin(self.identity_id(module_or_device)).document()
+
+    def patch_desired(self, module_or_device: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Patch desired properties and push the patch to the module if it listens; returns the patch
+        with its new ``$version``."""
+        identity_id = self.identity_id(module_or_device)
+        applied = self.twins.patch_desired(identity_id, patch)
+        self.head.push_desired(identity_id, applied)
+        return applied
+
+    def send_c2d(self, device_id: str, body: bytes, properties: dict[str, str | None] | None = None) -> None:
+        self.head.send_c2d(device_id, body, properties)
+
+    def reload(self, deployment: Deployment) -> None:
+        """Apply a new deployment: routes at once (queued messages are kept), desired-property changes
+        pushed to the modules that listen."""
+        table = compile_routes(deployment, self.settings.device_id)
+        self.identities.ensure_modules(deployment.module_names)
+        self.deployment = deployment
+        self.route_table = table
+        for module in deployment.module_names:
+            identity_id = f"{self.settings.device_id}/{module}"
+            patch = self.twins.seed_desired(identity_id, deployment.module_twins.get(module, {}))
+            if patch is not None:
+                self.head.push_desired(identity_id, patch)

@@ -1,0 +1,355 @@
+"""The MQTT 3.1.1 server on asyncio: connections, the CONNECT handshake, keep-alive, acknowledgements.
+
+It moves bytes and timers and keeps MQTT's rules; what a publish or a subscription *means* is the
+``Broker``'s business (the IoT Hub protocol head plugs in there). Rules it keeps, as edgeHub does:
+
+- CONNECT first, within ``connect_timeout`` (60 s); a second CONNECT closes; protocol level 4 only (an
+  MQTT 5 CONNECT gets return code 1).
+- keep-alive enforced at 1.5 × the client's value, at most 10 minutes (also when the client sends 0).
+- a new connection with the same client id takes the session over and closes the old one.
+- a QoS 1 PUBLISH is acknowledged only when the broker's work for it is done (stored), and PUBACKs go
+  out in the order the PUBLISHes came in; with ``max_pending`` (16) still being processed the server
+  stops reading the socket (back-pressure) instead of dropping. If that work fails, the client is
+  disconnected without a PUBACK.
+- a QoS 2 PUBLISH is processed, then the connection is closed (edgeHub does not support QoS 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..tasks import spawn
+from . import codec
+from .codec import (
+    Connack,
+    Connect,
+    Decoder,
+    Disconnect,
+    Pingreq,
+    Pingresp,
+    ProtocolError,
+    Puback,
+    Publish,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    UnsupportedProtocolLevel,
+    Will,
+    publish_bytes,
+)
+from .session import Session, SessionStore, Subscription
+
+log = logging.getLogger("edgehub_emu.mqtt")
+
+MAX_KEEP_ALIVE_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The broker's answer to a CONNECT: return code 0 to accept, with who the client is."""
+
+    return_code: int
+    identity: Any = None
+    username: Any = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    address: Any
+    tls: bool
+    transport: str  # "tcp", "tls" or "websocket"
+
+
+class CloseConnection(Exception):
+    """Raised by the broker to close the client's connection without acknowledging the packet."""
+
+
+class Broker(Protocol):
+    def authenticate(self, connect: Connect, peer: PeerInfo) -> AuthResult: ...
+
+    def connected(self, session: Session, present: bool) -> None: ...
+
+    def publish(self, session: Session, packet: Publish) -> Awaitable[Any] | None: ...
+
+    def subscribe(self, session: Session, requests: list[tuple[str, int]]) -> list[int]: ...
+
+    def unsubscribe(self, session: Session, filters: list[str]) -> None: ...
+
+    def disconnected(self, session: Session, graceful: bool, will: Will | None) -> None: ...
+
+
+def keep_alive_timeout(keep_alive: int) -> float:
+    timeout = 1.5 * keep_alive
+    return MAX_KEEP_ALIVE_TIMEOUT if keep_alive == 0 or timeout > MAX_KEEP_ALIVE_TIMEOUT else timeout
+
+
+class MqttServer:
+    """Sessions by client id, and the protocol factory for listeners."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        session_store: SessionStore | None = None,
+        max_packet_size: int = codec.MAX_PACKET_SIZE,
+        connect_timeout: float = 60.0,
+        max_pending: int = 16,
+    ) -> None:
+        self.broker = broker
+        self.session_store = session_store or SessionStore(None)
+        self.max_packet_size = max_packet_size
+        self.connect_timeout = connect_timeout
+        self.max_pending = max_pending
+        self.sessions: dict[str, Session] = {}
+        self.connections: set[MqttConnection] = set()
+
+    def protocol(self, transport_kind: str = "tls") -> MqttConnection:
+        return MqttConnection(self, transport_kind)
+
+    def close_all(self, reason: str = "hub stopping") -> None:
+        for connection in list(self.connections):
+            connection.close(reason)
+
+
+class MqttConnection(asyncio.Protocol):
+    """One client connection (TCP, TLS or a WebSocket adapter)."""
+
+    def __init__(self, server: MqttServer, transport_kind: str) -> None:
+        self.server = server
+        self.transport_kind = transport_kind
+        self.transport: asyncio.BaseTransport | Any = None
+        self.decoder = Decoder(server.max_packet_size)
+        self.session: Session | None = None
+        self.connect_packet: Connect | None = None
+        self.graceful = False
+        self.closing = False
+        self.peer: PeerInfo | None = None
+        self._pending: deque[tuple[int, Awaitable[Any] | None]] = deque()
+        self._ack_task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._last_activity = time.monotonic()
+        self._keep_alive = MAX_KEEP_ALIVE_TIMEOUT
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_event_loop()
+
+    # --- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.peer = PeerInfo(
+            transport.get_extra_info("peername"),
+            transport.get_extra_info("ssl_object") is not None or self.transport_kind == "websocket",
+            self.transport_kind,
+        )
+        self.server.connections.add(self)
+        self._timer = self._loop.call_later(self.server.connect_timeout, self._connect_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._last_activity = time.monotonic()
+        try:
+            packets = self.decoder.feed(data)
+        except UnsupportedProtocolLevel as exc:
+            self._write(codec.encode(Connack(codec.UNACCEPTABLE_PROTOCOL_VERSION)))
+            self.close(str(exc))
+            return
+        except ProtocolError as exc:
+            self.close(f"protocol error: {exc}")
+            return
+        for packet in packets:
+            if self.closing:
+                return
+            try:
+                self._handle(packet)
+            except CloseConnection as exc:
+                self.close(str(exc) or "closed by the hub")
+            except Exception:  # a bug must not take the hub down: close this client only
+                log.exception("error handling %s from %s", type(packet).__name__, self._who())
+                self.close("internal error")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        session = self.session
+        if session is None or session.connection is not self:
+            return
+        session.connection = None
+        will = None if self.graceful or self.connect_packet is None else self.connect_packet.will
+        if session.clean:
+            session.discard("connection closed")
+            if self.server.sessions.get(session.client_id) is session:
+                del self.server.sessions[session.client_id]
+        try:
+            self.server.broker.disconnected(session, self.graceful, will)
+        except Exception:
+            log.exception("error after %s disconnected", session.client_id)
+
+    def pause_writing(self) -> None:  # the client reads slower than we write: nothing to drop
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _who(self) -> str:
+        return self.session.client_id if self.session else str(self.peer.address if self.peer else "?")
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_publish(self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool) -> None:
+        self._write(publish_bytes(topic, payload, qos, packet_id, dup))
+
+    def close(self, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        log.info("closing connection of %s: %s", self._who(), reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _connect_timed_out(self) -> None:
+        if self.session is None:
+            self.close("no CONNECT within the connect timeout")
+
+    def _check_keep_alive(self) -> None:
+        idle = time.monotonic() - self._last_activity
+        if idle >= self._keep_alive:
+            self.close(f"keep-alive timeout ({self._keep_alive:g} s without a packet)")
+        else:
+            self._timer = self._loop.call_later(self._keep_alive - idle, self._check_keep_alive)
+
+    # --- packets -----------------------------------------------------------------------------------
+
+    def _handle(self, packet: codec.Packet) -> None:
+        if isinstance(packet, Connect):
+            if self.session is not None:
+                raise CloseConnection("second CONNECT")
+            self._on_connect(packet)
+            return
+        session = self.session
+        if session is None:
+            raise CloseConnection(f"{type(packet).__name__} before CONNECT")
+        if isinstance(packet, Publish):
+            self._on_publish(session, packet)
+        elif isinstance(packet, Puback):
+            session.acknowledge(packet.packet_id)
+        elif isinstance(packet, Subscribe):
+            self._on_subscribe(session, packet)
+        elif isinstance(packet, Unsubscribe):
+            for topic_filter in packet.topics:
+                session.subscriptions.pop(topic_filter, None)
+            self.server.broker.unsubscribe(session, packet.topics)
+            self.server.session_store.save(session)
+            self._write(codec.encode(Unsuback(packet.packet_id)))
+        elif isinstance(packet, Pingreq):
+            self._write(codec.encode(Pingresp()))
+        elif isinstance(packet, Disconnect):
+            self.graceful = True
+            self.close("client disconnected")
+        else:
+            raise CloseConnection(f"unexpected {type(packet).__name__} (QoS 2 is not supported)")
+
+    def _on_connect(self, packet: Connect) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.connect_packet = packet
+        assert self.peer is not None
+        try:
+            result = self.server.broker.authenticate(packet, self.peer)
+        except Exception:
+            log.exception("error authenticating %r", packet.client_id)
+            result = AuthResult(codec.SERVER_UNAVAILABLE, reason="internal error")
+        if result.return_code != codec.ACCEPTED:
+            log.info("refused %r (CONNACK %d): %s", packet.client_id, result.return_code, result.reason)
+            self._write(codec.encode(Connack(result.return_code)))
+            self.close("connection refused")
+            return
+        server = self.server
+        existing = server.sessions.get(packet.client_id)
+        if existing is not None and existing.connection is not None:
+            existing.connection.close("another connection with the same client id took over")
+            existing.connection = None
+        if packet.clean_session:
+            if existing is not None:
+                existing.discard("clean session requested")
+            server.session_store.delete(packet.client_id)
+            session, present = Session(packet.client_id, True), False
+        elif existing is not None and not existing.clean:
+            session, present = existing, True
+        else:
+            session = Session(packet.client_id, False)
+            stored = server.session_store.load(packet.client_id)
+            present = stored is not None
+            for topic_filter, qos in (stored or {}).items():
+                session.subscriptions[topic_filter] = Subscription(qos)
+        session.clean = packet.clean_session
+        session.identity = result.identity
+        session.username = result.username
+        session.connection = self
+        server.sessions[packet.client_id] = session
+        self.session = session
+        self._write(codec.encode(Connack(codec.ACCEPTED, present)))
+        self._keep_alive = keep_alive_timeout(packet.keep_alive)
+        self._timer = self._loop.call_later(self._keep_alive, self._check_keep_alive)
+        server.broker.connected(session, present)
+        if present:
+            session.resend_inflight()
+
+    def _on_subscribe(self, session: Session, packet: Subscribe) -> None:
+        codes = self.server.broker.subscribe(session, packet.topics)
+        for (topic_filter, _), code in zip(packet.topics, codes, strict=True):
+            if code != codec.SUBACK_FAILURE:
+                session.subscriptions[topic_filter] = Subscription(code)
+        self.server.session_store.save(session)
+        self._write(codec.encode(Suback(packet.packet_id, codes)))
+
+    def _on_publish(self, session: Session, packet: Publish) -> None:
+        result = self.server.broker.publish(session, packet)
+        if packet.qos == 2:
+            raise CloseConnection("QoS 2 PUBLISH processed; QoS 2 is not supported")
+        if packet.qos == 0:
+            if result is not None:
+                spawn(result, f"storing a QoS 0 message from {session.client_id}")
+            return
+        assert packet.packet_id is not None
+        if result is None and not self._pending:
+            self._write(codec.encode(Puback(packet.packet_id)))
+            return
+        self._pending.append((packet.packet_id, result))
+        if len(self._pending) >= self.server.max_pending and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.ensure_future(self._acknowledge_in_order())
+
+    async def _acknowledge_in_order(self) -> None:
+        pending = self._pending
+        while pending:
+            packet_id, work = pending[0]
+            if work is not None:
+                try:
+                    await work
+                except Exception as exc:
+                    log.warning("could not store a message from %s: %s", self._who(), exc)
+                    pending.clear()
+                    self.close("the message could not be stored")
+                    return
+            pending.popleft()
+            self._write(codec.encode(Puback(packet_id)))
+            if self._paused and len(pending) < self.server.max_pending and not self.closing:
+                self._paused = False
+                self.transport.resume_reading()

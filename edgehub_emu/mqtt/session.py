@@ -1,0 +1,154 @@
+"""MQTT sessions: subscriptions, outbound QoS 1 messages in flight, and persistence of subscriptions.
+
+A session outlives its connections when the client connects with clean session 0: subscriptions
+survive disconnects (and hub restarts, through ``SessionStore``), and QoS 1 messages that were sent but
+not acknowledged are sent again, with DUP set, when the client returns. Clean session 1 discards all
+of it. Offline messages are not kept here: undelivered routed messages wait in endpoint queues, as in
+edgeHub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .topic_trie import filter_matches
+
+
+class Connection(Protocol):
+    """What a session needs from the connection currently attached to it."""
+
+    def send_publish(
+        self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool
+    ) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+@dataclass
+class InFlight:
+    topic: str
+    payload: bytes
+    future: asyncio.Future[None]
+    sent: bool = False
+
+
+@dataclass
+class Subscription:
+    qos: int
+    created: float = field(default_factory=time.time)
+
+
+class Session:
+    """One client id's session. ``identity`` is set by the broker at CONNECT (who authenticated)."""
+
+    def __init__(self, client_id: str, clean: bool) -> None:
+        self.client_id = client_id
+        self.clean = clean
+        self.subscriptions: dict[str, Subscription] = {}
+        self.inflight: OrderedDict[int, InFlight] = OrderedDict()
+        self.connection: Connection | None = None
+        self.identity: Any = None
+        self.username: Any = None
+        self._next_id = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None
+
+    def granted_qos(self, topic: str) -> int | None:
+        """The highest QoS granted by a filter that matches ``topic``; None if none matches."""
+        best: int | None = None
+        for topic_filter, sub in self.subscriptions.items():
+            if (best is None or sub.qos > best) and filter_matches(topic_filter, topic):
+                best = sub.qos
+        return best
+
+    def _allocate(self) -> int:
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self.inflight:
+                return self._next_id
+        raise RuntimeError("no free packet identifier: 65535 messages in flight")
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None] | None:
+        """Send to the client now. QoS 0: None (sent). QoS 1: a future set by the client's PUBACK.
+        Raises ``NotConnected`` if no connection is attached."""
+        connection = self.connection
+        if connection is None:
+            raise NotConnected(self.client_id)
+        if qos == 0:
+            connection.send_publish(topic, payload, 0, None, False)
+            return None
+        packet_id = self._allocate()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inflight[packet_id] = InFlight(topic, payload, future, sent=True)
+        connection.send_publish(topic, payload, 1, packet_id, False)
+        return future
+
+    def acknowledge(self, packet_id: int) -> None:
+        entry = self.inflight.pop(packet_id, None)
+        if entry is not None and not entry.future.done():
+            entry.future.set_result(None)
+
+    def resend_inflight(self) -> None:
+        """After a reconnect with clean session 0: send what was not acknowledged again, DUP set."""
+        connection = self.connection
+        if connection is None:
+            return
+        for packet_id, entry in self.inflight.items():
+            connection.send_publish(entry.topic, entry.payload, 1, packet_id, entry.sent)
+            entry.sent = True
+
+    def discard(self, reason: str) -> None:
+        """Clean session: forget subscriptions and fail what is in flight (its sender retries)."""
+        self.subscriptions.clear()
+        for entry in self.inflight.values():
+            if not entry.future.done():
+                entry.future.set_exception(NotConnected(f"{self.client_id}: {reason}"))
+        self.inflight.clear()
+
+
+class NotConnected(ConnectionError):
+    """The session has no connection to send on."""
+
+
+class SessionStore:
+    """Subscriptions of persistent sessions in a JSON file, so they survive a hub restart."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._data: dict[str, dict[str, int]] = {}
+        if path is not None and path.exists():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                self._data = {k: {f: int(q) for f, q in v.items()} for k, v in raw.items()}
+            except (OSError, ValueError, AttributeError):
+                self._data = {}
+
+    def load(self, client_id: str) -> dict[str, int] | None:
+        return self._data.get(client_id)
+
+    def save(self, session: Session) -> None:
+        if session.clean:
+            return
+        self._data[session.client_id] = {f: s.qos for f, s in session.subscriptions.items()}
+        self._flush()
+
+    def delete(self, client_id: str) -> None:
+        if self._data.pop(client_id, None) is not None:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._data), encoding="utf-8")
+        os.replace(tmp, self.path)

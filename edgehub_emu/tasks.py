@@ -1,0 +1,28 @@
+"""Background work that nobody awaits: kept referenced until done, and its failure logged.
+
+asyncio only keeps weak references to tasks, so an unreferenced one can vanish mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+log = logging.getLogger("edgehub_emu")
+_running: set[asyncio.Future[Any]] = set()
+
+
+def spawn(work: Awaitable[Any], what: str) -> asyncio.Future[Any]:
+    """Run ``work`` in the background; log (never raise) its failure, naming ``what`` it was."""
+    future = asyncio.ensure_future(work)
+    _running.add(future)
+
+    def done(f: asyncio.Future[Any]) -> None:
+        _running.discard(f)
+        if not f.cancelled() and f.exception() is not None:
+            log.warning("%s failed: %s", what, f.exception())
+
+    future.add_done_callback(done)
+    return future
