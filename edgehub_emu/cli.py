@@ -6,7 +6,13 @@ exit code (0 fine, 1 problems); a traceback is a bug.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .hub import EdgeHub, HubError
+from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
 from .routing import DEFAULT_PRIORITY, Message, RouteTable
 from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME
@@ -215,28 +223,169 @@ def route_test(
         )
 
 
+def _settings(
+    manifest: Path,
+    device_id: str | None,
+    data_dir: Path | None,
+    host: str | None,
+    hostname: str | None,
+    mqtts_port: int | None,
+    https_port: int | None,
+    mqtt_port: int | None,
+) -> Settings:
+    base = Settings()
+    changes: dict[str, object] = {"manifest": manifest}
+    for name, value in (
+        ("device_id", device_id),
+        ("data_dir", data_dir),
+        ("host", host),
+        ("hostname", hostname),
+        ("mqtts_port", mqtts_port),
+        ("mqtt_port", mqtt_port),
+    ):
+        if value is not None:
+            changes[name] = value
+    if https_port is not None:
+        changes["https_port"] = https_port
+    elif "EDGEHUB_EMU_HTTPS_PORT" not in os.environ:
+        changes["https_port_fallback"] = True
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+DataDirOption = typer.Option(None, "--data-dir", help="Keys, certificates, twins, sessions [.edgehub-emu].")
+HostOption = typer.Option(None, "--host", help="Address to listen on [127.0.0.1].")
+HostnameOption = typer.Option(None, "--hostname", help="Gateway host name modules connect to [the host].")
+
+
 @app.command()
 def run(
     manifest: Path = ManifestOption,
     device_id: str | None = DeviceOption,
     env_file: Path | None = EnvFileOption,
+    data_dir: Path | None = DataDirOption,
+    host: str | None = HostOption,
+    hostname: str | None = HostnameOption,
+    mqtts_port: int | None = typer.Option(
+        None, "--mqtts-port", help="MQTT over TLS [8883]; 0 picks a free port."
+    ),
+    https_port: int | None = typer.Option(None, "--https-port", help="MQTT over WebSocket (HTTPS) [443]."),
+    mqtt_port: int | None = typer.Option(
+        None, "--mqtt-port", help="Plain MQTT for local tools, loopback only [off]."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
-    """Load a deployment and start the hub.
-
-    Today this loads, validates and compiles the deployment and prints its route table; the MQTT
-    protocol head that modules connect to is the next capability to land.
-    """
-    device = _device(device_id)
-    deployment, table = _load(manifest, device, env_file)
-    out.print(f"edgehub-emu: deployment {manifest} for edge device '{device}'")
-    out.print(f"modules: {', '.join(deployment.module_names) or '(none)'}")
-    out.print(_route_table(table))
-    out.print(f"global time-to-live: {table.global_ttl_secs} s")
-    out.print(
-        "The MQTT protocol head is not in this build yet, so no module can connect: "
-        "the routes above are validated and compiled; try them with 'edgehub-emu route test'.",
-        style="yellow",
+    """Start the hub on a deployment: modules connect over MQTT (TLS or WebSocket) and are routed."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
+    settings = _settings(manifest, device_id, data_dir, host, hostname, mqtts_port, https_port, mqtt_port)
+    deployment, table = _load(manifest, settings.device_id, env_file)
+    try:
+        _run_until_stopped(EdgeHub(settings, deployment=deployment), table)
+    except HubError as exc:
+        err.print(f"error: {exc}", style="red")
+        raise typer.Exit(1) from None
+
+
+def _run_until_stopped(hub: EdgeHub, table: RouteTable) -> None:
+    async def main() -> None:
+        await hub.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        _print_started(hub, table)
+        try:
+            await stop.wait()
+        finally:
+            out.print("stopping")
+            await hub.stop()
+
+    runner_factory = _loop_factory()
+    with asyncio.Runner(loop_factory=runner_factory) as runner:
+        runner.run(main())
+
+
+def _loop_factory():
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _print_started(hub: EdgeHub, table: RouteTable) -> None:
+    s, e = hub.settings, hub.endpoints
+    assert e is not None and hub.deployment is not None
+    out.print(f"edgehub-emu: edge device '{s.device_id}', deployment {s.manifest}", style="bold")
+    if e.mqtts_port is not None:
+        out.print(
+            f"  MQTT over TLS        {e.host}:{e.mqtts_port}   (modules use GatewayHostName={e.hostname})"
+        )
+    if e.https_port is not None:
+        out.print(f"  MQTT over WebSocket  wss://{e.hostname}:{e.https_port}/$iothub/websocket")
+    if e.mqtt_port is not None:
+        out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}")
+    out.print(f"  edge CA certificate  {e.ca_file}")
+    out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
+    modules = hub.deployment.module_names
+    out.print(f"modules: {', '.join(modules) or '(none)'}")
+    if modules:
+        out.print(f"  credentials for a module: edgehub-emu creds {modules[0]}")
+    out.print(_route_table(table))
+    out.print("ready; Ctrl-C stops the hub")
+
+
+@app.command()
+def creds(
+    module: str = typer.Argument(..., help="A module of the deployment, or a leaf device id."),
+    output_format: str = typer.Option("env", "--format", help="env or json."),
+    manifest: Path = ManifestOption,
+    device_id: str | None = DeviceOption,
+    env_file: Path | None = EnvFileOption,
+    data_dir: Path | None = DataDirOption,
+    host: str | None = HostOption,
+    hostname: str | None = HostnameOption,
+) -> None:
+    """Print EdgeHubConnectionString and EdgeModuleCACertificateFile for a module (or a leaf device)."""
+    if output_format not in ("env", "json"):
+        raise typer.BadParameter("env or json", param_hint="--format")
+    settings = _settings(manifest, device_id, data_dir, host, hostname, None, None, None)
+    running = settings.data_dir / "endpoints.json"
+    if hostname is None and running.is_file():
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            settings = dataclasses.replace(settings, hostname=json.loads(running.read_text())["hostname"])
+    deployment, _ = _load(manifest, settings.device_id, env_file)
+    registry = IdentityRegistry(
+        settings.device_id,
+        deployment.module_names,
+        list(settings.leaf_devices),
+        settings.data_dir / "identities.json",
+    )
+    identity_id = (
+        module if "/" in module or registry.get(module) is not None else f"{settings.device_id}/{module}"
+    )
+    identity = registry.get(identity_id)
+    if identity is None:
+        modules = ", ".join(deployment.module_names) or "(none)"
+        err.print(
+            f"error: no module or leaf device {module!r}; the deployment's modules: {modules}", style="red"
+        )
+        raise typer.Exit(1)
+    ca = ensure_certificates(settings.data_dir / "certs", settings.certificate_names()).ca_cert.resolve()
+    values = {
+        "EdgeHubConnectionString": connection_string(
+            identity, settings.iothub_hostname, settings.gateway_hostname
+        ),
+        "EdgeModuleCACertificateFile": str(ca),
+    }
+    if output_format == "json":
+        out.print(json.dumps(values, indent=2))
+    else:
+        for key, value in values.items():
+            out.print(f"{key}={value}")
 
 
 def main() -> None:

@@ -168,7 +168,18 @@ class EdgeHub:
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, s.host, s.https_port, ssl_context=tls)
-            await self._bind("HTTPS (MQTT over WebSocket)", s.https_port, site.start())
+            try:
+                await self._bind("HTTPS (MQTT over WebSocket)", s.https_port, site.start())
+            except HubError:
+                if not s.https_port_fallback:
+                    raise
+                log.warning(
+                    "cannot listen on port %d (privileges needed): MQTT over WebSocket takes a free port "
+                    "instead; the SDKs' websocket option needs 443 (run with --https-port 443 as root)",
+                    s.https_port,
+                )
+                site = web.TCPSite(self._runner, s.host, 0, ssl_context=tls)
+                await site.start()
             https = self._runner.addresses[0][1]
         self.endpoints = Endpoints(s.host, s.gateway_hostname, mqtts, https, mqtt, self.certificates.ca_cert)
 

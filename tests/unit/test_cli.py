@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -108,14 +109,69 @@ def test_route_test_rejects_a_bad_property_argument():
     assert "KEY=VALUE" in result.output
 
 
-def test_console_script_runs_from_the_installed_package(tmp_path: Path):
+def test_console_script_runs_the_hub_until_interrupted(tmp_path: Path):
     exe = shutil.which("edgehub-emu", path=str(Path(sys.executable).parent))
     assert exe is not None
-    done = subprocess.run(
-        [exe, "run", "--manifest", str(EXAMPLE)], capture_output=True, text=True, timeout=60
+    command = [
+        exe,
+        "run",
+        "-m",
+        str(EXAMPLE),
+        "--data-dir",
+        str(tmp_path),
+        "--mqtts-port",
+        "0",
+        "--https-port",
+        "0",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "ready" in line:
+                break
+        assert any("MQTT over TLS" in line for line in lines), lines
+        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+        assert endpoints["mqtts_port"] > 0 and endpoints["https_port"] > 0
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+
+
+def test_creds_prints_connection_string_and_ca_file(tmp_path: Path):
+    result = invoke(
+        "creds", "filtermodule", "-m", str(EXAMPLE), "--data-dir", str(tmp_path), "--hostname", "gw.local"
     )
-    assert done.returncode == 0, done.stderr
-    assert "sensorToFilter" in done.stdout
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split("=", 1) for line in result.output.strip().splitlines())
+    assert lines["EdgeHubConnectionString"].startswith("HostName=")
+    assert "ModuleId=filtermodule;SharedAccessKey=" in lines["EdgeHubConnectionString"]
+    assert lines["EdgeHubConnectionString"].endswith(";GatewayHostName=gw.local")
+    assert Path(lines["EdgeModuleCACertificateFile"]).is_file()
+    again = invoke(
+        "creds",
+        "filtermodule",
+        "--format",
+        "json",
+        "-m",
+        str(EXAMPLE),
+        "--data-dir",
+        str(tmp_path),
+        "--hostname",
+        "gw.local",
+    )
+    assert (
+        json.loads(again.output)["EdgeHubConnectionString"] == lines["EdgeHubConnectionString"]
+    )  # keys are kept
+    unknown = invoke("creds", "nobody", "-m", str(EXAMPLE), "--data-dir", str(tmp_path))
+    assert unknown.exit_code == 1 and "SimulatedTemperatureSensor, filtermodule" in unknown.output
+
+
+def test_validate_of_a_missing_file_is_a_message_not_a_traceback(tmp_path: Path):
+    exe = shutil.which("edgehub-emu", path=str(Path(sys.executable).parent))
+    assert exe is not None
     missing = subprocess.run(
         [exe, "validate", str(tmp_path / "none.json")], capture_output=True, text=True, timeout=60
     )
