@@ -57,8 +57,11 @@ class Deliveries:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._client_locks: dict[str, asyncio.Lock] = {}
         self.counters: Counter[str] = Counter()
+        self._stopping = False
 
     def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint) -> None:
+        if self._stopping:
+            return
         task = self._tasks.get(endpoint.id)
         if task is None or task.done():
             runner = (
@@ -67,6 +70,7 @@ class Deliveries:
             self._tasks[endpoint.id] = asyncio.ensure_future(runner)
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -75,13 +79,14 @@ class Deliveries:
     async def _module(self, endpoint: ModuleEndpoint) -> None:
         identity = endpoint.identity
         lock = self._client_locks.setdefault(identity, asyncio.Lock())
-        while True:
+        while not self._stopping:
             entry = self.store.head(endpoint.id)
             if entry is None:
                 await self.store.wait(endpoint.id, RECHECK)
                 continue
             state = self.head.module_subscribed(identity)
             if state is None:
+                log.debug("%s is not connected and subscribed for module messages: waiting", identity)
                 await self.head.wait_for_change(identity, RECHECK)
                 continue
             message = entry.message
@@ -106,7 +111,10 @@ class Deliveries:
                 try:
                     future = state.session.publish(topic, message.body, min(qos, 1))
                     if future is not None:
-                        await asyncio.wait_for(asyncio.shield(future), ACK_TIMEOUT)
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                        # cancellation that races with the PUBACK, and stop() would hang.
+                        async with asyncio.timeout(ACK_TIMEOUT):
+                            await asyncio.shield(future)
                 except NotConnected:
                     continue
                 except TimeoutError:
@@ -115,10 +123,11 @@ class Deliveries:
                     continue
             self.store.remove(entry)
             self.counters["delivered"] += 1
+            log.debug("delivered a message to %s", topic)
 
     async def _upstream(self, endpoint: UpstreamEndpoint) -> None:
         backoff = Backoff()
-        while True:
+        while not self._stopping:
             entry = self.store.head(endpoint.id)
             if entry is None:
                 await self.store.wait(endpoint.id, RECHECK)

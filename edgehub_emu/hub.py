@@ -116,6 +116,7 @@ class EdgeHub:
             raise
         self._token_task = asyncio.ensure_future(self._check_tokens())
         self._write_endpoints()
+        log.debug("started: %s", self.endpoints)
         return self
 
     async def stop(self) -> None:
@@ -128,11 +129,14 @@ class EdgeHub:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        log.debug("stop: MQTT listeners closed")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        log.debug("stop: HTTPS listener closed")
         if hasattr(self, "deliveries"):
             await self.deliveries.stop()
+        log.debug("stop: deliveries stopped")
 
     def _tls(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

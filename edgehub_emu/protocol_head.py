@@ -236,7 +236,8 @@ class ProtocolHead:
         if event is None:
             event = self._waiters[identity_id] = asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
     def client(self, identity_id: str, feature: str | None = None) -> ClientState | None:
         state = self.clients.get(identity_id)
@@ -312,6 +313,9 @@ class ProtocolHead:
             log.debug("no route for a message from %s", message.source)
             return None
         result = self.store.add(message, copies)
+        log.debug(
+            "routed a message from %s to %s", message.source, ", ".join(str(c.endpoint) for c in copies)
+        )
         self.on_queued(copies)
         return result
 
@@ -410,7 +414,8 @@ class ProtocolHead:
                 raise MethodError(404, f"Client {identity_id} not found")
             state.session.publish(topic, body, min(qos, 1))
             self.counters["direct_methods"] += 1
-            return await asyncio.wait_for(future, response_timeout)
+            async with asyncio.timeout(response_timeout):
+                return await future
         except NotConnected:
             raise MethodError(404, f"Client {identity_id} not found") from None
         except TimeoutError:

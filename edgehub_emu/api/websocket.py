@@ -47,6 +47,9 @@ class WebSocketTransport:
             self._closing = True
             self._outbox.put_nowait(None)
 
+    def abort(self) -> None:
+        self.close()
+
     def is_closing(self) -> bool:
         return self._closing
 

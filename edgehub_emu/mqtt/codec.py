@@ -343,47 +343,59 @@ def _decode_body(kind: int, flags: int, body: bytes) -> Packet:
 
 
 class Decoder:
-    """Incremental decoder: ``feed(data)`` returns every complete packet; a partial one is kept."""
+    """Incremental decoder. ``receive(data)`` buffers bytes; ``next_packet()`` returns the next complete
+    packet or None, and raises ProtocolError at the first bad one (packets before it are returned
+    first). ``feed(data)`` does both and returns every complete packet."""
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.max_packet_size = max_packet_size
         self._buffer = bytearray()
+        self._pos = 0
+
+    def receive(self, data: bytes) -> None:
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
+        self._buffer += data
+
+    def next_packet(self) -> Packet | None:
+        buffer = self._buffer
+        pos = self._pos
+        size = len(buffer)
+        if size - pos < 2:
+            return None
+        header = buffer[pos]
+        length = 0
+        multiplier = 1
+        index = pos + 1
+        complete = False
+        for _ in range(4):
+            if index >= size:
+                break  # the remaining length itself has not fully arrived
+            digit = buffer[index]
+            index += 1
+            length += (digit & 0x7F) * multiplier
+            if not digit & 0x80:
+                complete = True
+                break
+            multiplier *= 128
+        else:
+            raise ProtocolError("malformed remaining length (more than four bytes)")
+        if not complete:
+            return None
+        if length > self.max_packet_size:
+            raise PacketTooLarge(f"packet of {length} bytes exceeds the limit of {self.max_packet_size}")
+        end = index + length
+        if end > size:
+            return None
+        self._pos = end
+        return _decode_body(header >> 4, header & 0x0F, bytes(buffer[index:end]))
 
     def feed(self, data: bytes) -> list[Packet]:
-        buffer = self._buffer
-        buffer += data
+        self.receive(data)
         packets: list[Packet] = []
-        pos = 0
-        size = len(buffer)
-        while size - pos >= 2:
-            header = buffer[pos]
-            length = 0
-            multiplier = 1
-            index = pos + 1
-            complete = False
-            for _ in range(4):
-                if index >= size:
-                    break  # the remaining length itself has not fully arrived
-                digit = buffer[index]
-                index += 1
-                length += (digit & 0x7F) * multiplier
-                if not digit & 0x80:
-                    complete = True
-                    break
-                multiplier *= 128
-            else:
-                raise ProtocolError("malformed remaining length (more than four bytes)")
-            if not complete:
-                break
-            if length > self.max_packet_size:
-                raise PacketTooLarge(f"packet of {length} bytes exceeds the limit of {self.max_packet_size}")
-            end = index + length
-            if end > size:
-                break
-            packets.append(_decode_body(header >> 4, header & 0x0F, bytes(buffer[index:end])))
-            pos = end
-        if pos:
-            del buffer[:pos]
+        while (packet := self.next_packet()) is not None:
+            packets.append(packet)
         return packets
 
 

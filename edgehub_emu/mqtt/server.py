@@ -115,8 +115,9 @@ class MqttServer:
         return MqttConnection(self, transport_kind)
 
     def close_all(self, reason: str = "hub stopping") -> None:
+        """Drop every connection at once: a stopping hub does not wait for slow clients' TLS goodbyes."""
         for connection in list(self.connections):
-            connection.close(reason)
+            connection.abort(reason)
 
 
 class MqttConnection(asyncio.Protocol):
@@ -156,17 +157,23 @@ class MqttConnection(asyncio.Protocol):
         if self.closing:
             return
         self._last_activity = time.monotonic()
-        try:
-            packets = self.decoder.feed(data)
-        except UnsupportedProtocolLevel as exc:
-            self._write(codec.encode(Connack(codec.UNACCEPTABLE_PROTOCOL_VERSION)))
-            self.close(str(exc))
-            return
-        except ProtocolError as exc:
-            self.close(f"protocol error: {exc}")
-            return
-        for packet in packets:
-            if self.closing:
+        self.decoder.receive(data)
+        self._process()
+
+    def _process(self) -> None:
+        """Handle buffered packets until none is complete, the connection closes, or back-pressure
+        pauses us (what is left stays buffered until acknowledgements catch up)."""
+        while not self.closing and not self._paused:
+            try:
+                packet = self.decoder.next_packet()
+            except UnsupportedProtocolLevel as exc:
+                self._write(codec.encode(Connack(codec.UNACCEPTABLE_PROTOCOL_VERSION)))
+                self.close(str(exc))
+                return
+            except ProtocolError as exc:
+                self.close(f"protocol error: {exc}")
+                return
+            if packet is None:
                 return
             try:
                 self._handle(packet)
@@ -220,6 +227,12 @@ class MqttConnection(asyncio.Protocol):
         log.info("closing connection of %s: %s", self._who(), reason)
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        self.closing = True
+        log.info("dropping connection of %s: %s", self._who(), reason)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _connect_timed_out(self) -> None:
         if self.session is None:
@@ -353,3 +366,4 @@ class MqttConnection(asyncio.Protocol):
             if self._paused and len(pending) < self.server.max_pending and not self.closing:
                 self._paused = False
                 self.transport.resume_reading()
+                self._process()

@@ -109,7 +109,8 @@ class MemoryStore:
             queue.waiter = asyncio.Event()
         queue.waiter.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(queue.waiter.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await queue.waiter.wait()
 
     def depth(self, endpoint_id: str) -> dict[int, int]:
         queue = self._queues.get(endpoint_id)

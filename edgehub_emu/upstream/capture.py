@@ -64,4 +64,5 @@ class UpstreamCapture:
                     await self._changed.wait()
                 return record
 
-        return await asyncio.wait_for(wait(), timeout)
+        async with asyncio.timeout(timeout):
+            return await wait()

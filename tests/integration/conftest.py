@@ -1,0 +1,177 @@
+"""Fixtures for integration tests: a real hub on 127.0.0.1 (ports chosen by the OS) and paho clients.
+
+paho runs its network loop in a thread; tests await its callbacks through queues, so the hub's event
+loop (the test's) keeps serving while a test waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgehub_emu.hub import EdgeHub
+from edgehub_emu.identity import make_token
+from edgehub_emu.manifest import parse_deployment
+from edgehub_emu.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = json.loads((ROOT / "config" / "deployment.json").read_text())
+DEVICE = "edge-device"
+
+
+def manifest(
+    routes: dict[str, Any] | None = None, modules: list[str] | None = None, twins: dict | None = None
+):
+    """The documentation's example with other routes, modules or module twins."""
+    doc = json.loads(json.dumps(EXAMPLE))
+    content = doc["modulesContent"]
+    if routes is not None:
+        content["$edgeHub"]["properties.desired"]["routes"] = routes
+    if modules is not None:
+        template = content["$edgeAgent"]["properties.desired"]["modules"]["filtermodule"]
+        content["$edgeAgent"]["properties.desired"]["modules"] = {m: template for m in modules}
+    for name, desired in (twins or {}).items():
+        content[name] = {"properties.desired": desired}
+    return parse_deployment(doc, env={})
+
+
+@dataclass
+class Client:
+    """A paho client plus what it received."""
+
+    paho: mqtt.Client
+    messages: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
+    disconnects: queue.Queue[Any] = field(default_factory=queue.Queue)
+    connack: queue.Queue[Any] = field(default_factory=queue.Queue)
+    subacks: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+    async def next(self, timeout: float = 5) -> mqtt.MQTTMessage:
+        return await asyncio.to_thread(self.messages.get, True, timeout)
+
+    async def nothing(self, wait: float = 0.5) -> None:
+        await asyncio.sleep(wait)
+        assert self.messages.empty(), f"unexpected message on {self.messages.queue[0].topic}"
+
+    async def subscribe(self, *filters: str, qos: int = 1) -> list[int]:
+        self.paho.subscribe([(f, qos) for f in filters])
+        codes = await asyncio.to_thread(self.subacks.get, True, 5)
+        return [c.value for c in codes]
+
+    async def publish(
+        self, topic: str, payload: bytes | str = b"", qos: int = 1, retain: bool = False
+    ) -> None:
+        info = self.paho.publish(topic, payload, qos=qos, retain=retain)
+        if qos:
+            await asyncio.to_thread(info.wait_for_publish, 5)
+            assert info.is_published(), f"no PUBACK for {topic}"
+
+    async def disconnected(self, timeout: float = 5) -> Any:
+        return await asyncio.to_thread(self.disconnects.get, True, timeout)
+
+    def stop(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+@dataclass
+class Hub:
+    hub: EdgeHub
+
+    @property
+    def port(self) -> int:
+        assert self.hub.endpoints is not None and self.hub.endpoints.mqtts_port is not None
+        return self.hub.endpoints.mqtts_port
+
+    def token(self, identity_id: str, expiry: int | None = None, key: str | None = None) -> str:
+        ident = self.hub.identities.get(identity_id)
+        assert ident is not None
+        resource = f"{self.hub.settings.iothub_hostname}/devices/{ident.device_id}"
+        if ident.module_id:
+            resource += f"/modules/{ident.module_id}"
+        return make_token(resource, key or ident.primary_key, expiry or int(time.time()) + 3600)
+
+    async def client(
+        self,
+        who: str,
+        *,
+        clean: bool = True,
+        password: str | None = None,
+        username: str | None = None,
+        client_id: str | None = None,
+        transport: str = "tcp",
+        keepalive: int = 60,
+        expect: int = 0,
+    ) -> Client:
+        identity_id = (
+            who if who.startswith(DEVICE) or "/" in who or who.startswith("leaf") else f"{DEVICE}/{who}"
+        )
+        cid = client_id if client_id is not None else identity_id
+        paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=cid,
+            clean_session=clean,
+            protocol=mqtt.MQTTv311,
+            transport=transport,
+        )
+        c = Client(paho)
+        user = (
+            username
+            if username is not None
+            else f"{self.hub.settings.iothub_hostname}/{identity_id}/?api-version=2019-10-01"
+        )
+        paho.username_pw_set(user, password if password is not None else self.token(identity_id))
+        paho.tls_set(ca_certs=str(self.hub.ca_file))
+        paho.enable_logger(logging.getLogger(f"paho.{cid}"))
+        paho.on_message = lambda _c, _u, m: c.messages.put(m)
+        paho.on_connect = lambda _c, _u, flags, rc, _p: c.connack.put((rc, flags))
+        paho.on_disconnect = lambda _c, _u, _f, rc, _p: c.disconnects.put(rc)
+        paho.on_subscribe = lambda _c, _u, _mid, codes, _p: c.subacks.put(codes)
+        paho.reconnect_delay_set(60, 120)
+        port = self.port
+        if transport == "websockets":
+            paho.ws_set_options(path="/$iothub/websocket")
+            port = self.hub.endpoints.https_port  # type: ignore[union-attr]
+        await asyncio.to_thread(paho.connect, "127.0.0.1", port, keepalive)
+        paho.loop_start()
+        rc, _ = await asyncio.to_thread(c.connack.get, True, 5)
+        # paho 2 reports MQTT 3.1.1 return codes as MQTT 5 reason codes: map them back.
+        code = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}.get(rc.value, rc.value)
+        assert code == expect, f"CONNACK {code}, expected {expect}"
+        if expect:
+            paho.loop_stop()
+        return c
+
+    def raw(self) -> ssl.SSLSocket:
+        """A TLS socket to the hub, for hand-made packets."""
+        context = ssl.create_default_context(cafile=str(self.hub.ca_file))
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+@pytest.fixture
+async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    hubs: list[EdgeHub] = []
+
+    async def start(deployment=None, data_dir: Path | None = None, **settings: Any) -> Hub:
+        values = {"data_dir": data_dir or tmp_path, "host": "127.0.0.1", "mqtts_port": 0, "https_port": 0}
+        values.update(settings)
+        hub = EdgeHub(Settings(**values), deployment=deployment or manifest())
+        await hub.start()
+        hubs.append(hub)
+        return Hub(hub)
+
+    yield start
+    for hub in hubs:
+        await hub.stop()

@@ -1,0 +1,240 @@
+"""MQTT rules over real connections: authentication, sessions, keep-alive, bad input, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import pytest
+
+from edgehub_emu.mqtt import codec
+from edgehub_emu.mqtt.codec import Connect, Decoder, Publish, encode
+
+from .conftest import DEVICE
+
+HUB_HOST = "edgehub-emu.azure-devices.net"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"password": "SharedAccessSignature sr=x&sig=y&se=1"}, 5),
+        ({"client_id": f"{DEVICE}/someoneelse"}, 5),
+        ({"username": "not-a-username"}, 3),
+        (
+            {
+                "username": f"{HUB_HOST}/{DEVICE}/nobody/?api-version=2019-10-01",
+                "client_id": f"{DEVICE}/nobody",
+            },
+            5,
+        ),
+    ],
+)
+async def test_refused_connections_get_edgehubs_connack_codes(start_hub, kwargs, code):
+    hub = await start_hub()
+    await hub.client("filtermodule", expect=code, **kwargs)
+
+
+async def test_expired_and_foreign_tokens_are_refused(start_hub):
+    hub = await start_hub()
+    expired = hub.token(f"{DEVICE}/filtermodule", expiry=int(time.time()) - 400)
+    await hub.client("filtermodule", password=expired, expect=5)
+    other_key = hub.hub.identities.get(f"{DEVICE}/SimulatedTemperatureSensor").primary_key
+    await hub.client("filtermodule", password=hub.token(f"{DEVICE}/filtermodule", key=other_key), expect=5)
+    # a module may sign with its device's key
+    device_key = hub.hub.identities.device().primary_key
+    ok = await hub.client("filtermodule", password=hub.token(f"{DEVICE}/filtermodule", key=device_key))
+    ok.stop()
+
+
+async def test_expired_token_is_disconnected_on_recheck(start_hub):
+    hub = await start_hub()
+    client = await hub.client(
+        "filtermodule", password=hub.token(f"{DEVICE}/filtermodule", expiry=int(time.time()) + 5)
+    )
+    assert hub.hub.head.check_tokens(now=time.time() + 3600) == [f"{DEVICE}/filtermodule"]
+    await client.disconnected()
+
+
+async def test_same_client_id_takes_over(start_hub):
+    hub = await start_hub()
+    first = await hub.client("filtermodule")
+    second = await hub.client("filtermodule")
+    await first.disconnected()
+    await second.subscribe("$iothub/twin/res/#")
+    second.stop()
+
+
+async def test_persistent_session_survives_reconnect_and_restart(start_hub, tmp_path):
+    hub = await start_hub()
+    module = await hub.client("filtermodule", clean=False)
+    await module.subscribe(f"devices/{DEVICE}/modules/filtermodule/inputs/#")
+    module.stop()
+    again = await hub.client("filtermodule", clean=False)
+    assert again.connack.empty()  # (connack consumed by client(); flags checked below on restart)
+    sender = await hub.client("SimulatedTemperatureSensor")
+    await sender.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput", b"1"
+    )
+    assert (await again.next()).payload == b"1"  # no re-subscribe needed
+    again.stop()
+    sender.stop()
+    await hub.hub.stop()
+    restarted = await start_hub(data_dir=tmp_path)
+    back = await restarted.client("filtermodule", clean=False)
+    sender = await restarted.client("SimulatedTemperatureSensor")
+    await sender.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput", b"2"
+    )
+    assert (await back.next()).payload == b"2"
+    back.stop()
+    clean = await restarted.client("filtermodule", clean=True)  # clean session: subscriptions are gone
+    await sender.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput", b"3"
+    )
+    await clean.nothing(0.5)
+    clean.stop()
+    sender.stop()
+
+
+def connect_packet(hub, identity: str = f"{DEVICE}/filtermodule", keep_alive: int = 60) -> bytes:
+    username = f"{HUB_HOST}/{identity}/?api-version=2019-10-01"
+    return encode(Connect(identity, True, keep_alive, username, hub.token(identity).encode()))
+
+
+def read_packets(sock: ssl.SSLSocket, timeout: float = 5) -> list:
+    sock.settimeout(timeout)
+    decoder = Decoder()
+    packets: list = []
+    try:
+        while not packets:
+            data = sock.recv(65536)
+            if not data:
+                return ["closed"]
+            packets.extend(decoder.feed(data))
+    except TimeoutError:
+        return ["timeout"]
+    except (ConnectionError, ssl.SSLError):
+        return ["closed"]
+    return packets
+
+
+async def raw_exchange(hub, *chunks: bytes, read: int = 2, timeout: float = 5) -> list:
+    def run() -> list:
+        sock = hub.raw()
+        got: list = []
+        for chunk in chunks:
+            sock.sendall(chunk)
+        for _ in range(read):
+            got.extend(read_packets(sock, timeout))
+            if got[-1] in ("closed", "timeout"):
+                break
+        sock.close()
+        return got
+
+    return await asyncio.to_thread(run)
+
+
+async def test_mqtt5_connect_gets_return_code_1(start_hub):
+    hub = await start_hub()
+    connect = bytearray(connect_packet(hub))
+    connect[connect.index(b"\x00\x04MQTT") + 6] = 5  # protocol level
+    assert await raw_exchange(hub, bytes(connect)) == [codec.Connack(1), "closed"]
+
+
+async def test_packet_before_connect_and_malformed_packets_close_the_connection(start_hub):
+    hub = await start_hub()
+    assert await raw_exchange(hub, encode(codec.Pingreq()), read=1) == ["closed"]
+    assert await raw_exchange(hub, connect_packet(hub), b"\x30\x05\x00\x03a/#") == [
+        codec.Connack(0),
+        "closed",
+    ]
+    assert await raw_exchange(hub, connect_packet(hub), b"\x30\xff\xff\xff\xff\x01") == [
+        codec.Connack(0),
+        "closed",
+    ]
+    ok = await hub.client("SimulatedTemperatureSensor")  # everyone else is still served
+    ok.stop()
+
+
+async def test_oversize_packet_closes_the_connection(start_hub):
+    hub = await start_hub()
+    big = encode(Publish(f"devices/{DEVICE}/modules/filtermodule/messages/events", b"x" * 262_145, 0))
+    assert await raw_exchange(hub, connect_packet(hub), big) == [codec.Connack(0), "closed"]
+
+
+async def test_qos2_publish_is_routed_then_the_connection_closed(start_hub):
+    hub = await start_hub()
+    publish = encode(
+        Publish(
+            f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", b"q2", 2, packet_id=1
+        )
+    )
+    assert await raw_exchange(hub, connect_packet(hub), publish) == [codec.Connack(0), "closed"]
+    record = await hub.hub.upstream.wait_for(timeout=5)
+    assert record.message.body == b"q2"
+
+
+async def test_connect_must_arrive_in_time(start_hub):
+    hub = await start_hub(connect_timeout=0.5)
+    assert await raw_exchange(hub, read=1) == ["closed"]
+
+
+async def test_keep_alive_is_enforced_at_one_and_a_half_times(start_hub):
+    hub = await start_hub()
+    started = time.monotonic()
+    got = await raw_exchange(hub, connect_packet(hub, keep_alive=1), read=2, timeout=5)
+    elapsed = time.monotonic() - started
+    assert got == [codec.Connack(0), "closed"]
+    assert 1.3 < elapsed < 3.5
+
+
+async def test_back_pressure_stops_reading_after_16_unacknowledged_publishes(start_hub):
+    hub = await start_hub()
+    gate = asyncio.get_running_loop().create_future()
+    store = hub.hub.store
+    original = store.add
+
+    def slow_add(message, copies):
+        original(message, copies)
+        return gate  # "stored" only when the gate opens
+
+    store.add = slow_add  # type: ignore[method-assign]
+    topic = f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1"
+    publishes = b"".join(encode(Publish(topic, b"m", 1, packet_id=i)) for i in range(1, 21))
+
+    def run() -> tuple[list, list]:
+        sock = hub.raw()
+        sock.sendall(connect_packet(hub) + publishes + encode(codec.Pingreq()))
+        first = read_packets(sock, 5)
+        assert first == [codec.Connack(0)]
+        blocked = read_packets(sock, 1.0)  # no PUBACK and no PINGRESP: the hub stopped reading
+        hub.hub.mqtt.connections and asyncio.run_coroutine_threadsafe(_open(gate), loop).result(5)
+        later: list = []
+        while len(later) < 21:
+            batch = read_packets(sock, 5)
+            if batch[-1] in ("closed", "timeout"):
+                break
+            later.extend(batch)
+        sock.close()
+        return blocked, later
+
+    async def _open(f):
+        f.set_result(None)
+
+    loop = asyncio.get_running_loop()
+    blocked, later = await asyncio.to_thread(run)
+    assert blocked == ["timeout"]
+    acks = [p.packet_id for p in later if isinstance(p, codec.Puback)]
+    assert acks == list(range(1, 21))  # every publish acknowledged, in order
+    assert any(isinstance(p, codec.Pingresp) for p in later)
+
+
+async def test_an_invalid_filter_is_refused_alone(start_hub):
+    hub = await start_hub()
+    subscribe = encode(codec.Subscribe(1, [("bad/#/filter", 1), ("$iothub/twin/res/#", 1)]))
+    assert await raw_exchange(hub, connect_packet(hub), subscribe) == [
+        codec.Connack(0),
+        codec.Suback(1, [0x80, 1]),
+    ]
