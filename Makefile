@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The real Azure IoT SDK for Python needs paho-mqtt<2, so it lives in its own environment; the interop
+# tests run sample modules in it as subprocesses.
+SDK_VENV := .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed-stamp
 MANIFEST ?= config/deployment.json
 
 .PHONY: run test lint format bench venv clean
@@ -15,12 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(SDK_STAMP): tests/interop/requirements-sdk.txt
+	$(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SDK_VENV)/bin/python -m pip install --quiet -r tests/interop/requirements-sdk.txt
+	touch $(SDK_STAMP)
 
-run: $(STAMP)
+venv: $(STAMP) $(SDK_STAMP)
+
+run: $(STAMP) $(SDK_STAMP)
 	$(BIN)/edgehub-emu run --manifest $(MANIFEST)
 
-test: $(STAMP)
+test: $(STAMP) $(SDK_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -35,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SDK_VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,83 @@
+"""A module written with the real azure-iot-device SDK, driven by the interop tests.
+
+Run in .venv-sdk. Reads EdgeHubConnectionString and EdgeModuleCACertificateFile like a module does,
+prints one JSON line per event on stdout, and takes commands as JSON lines on stdin:
+{"send": {"output": ..., "data": ..., "properties": {...}, "content_type": ..., "content_encoding": ...,
+"message_id": ..., "correlation_id": ...}}, {"get_twin": true}, {"report": {...}}, {"quit": true}.
+Direct methods are answered with status 200 and {"echo": <payload>, "method": <name>}.
+"""
+
+import json
+import os
+import sys
+
+from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
+
+
+def emit(event, **fields):
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def main():
+    with open(os.environ["EdgeModuleCACertificateFile"]) as f:  # noqa: SIM112 - the SDKs' own name
+        ca = f.read()
+    client = IoTHubModuleClient.create_from_connection_string(
+        os.environ["EdgeHubConnectionString"],  # noqa: SIM112 - the SDKs' own name
+        server_verification_cert=ca,
+        websockets=os.environ.get("SDK_WEBSOCKETS") == "1",
+        connection_retry_interval=1,
+    )
+
+    def on_message(message):
+        emit(
+            "message",
+            input=message.input_name,
+            data=message.data.decode(),
+            properties=message.custom_properties,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+        )
+
+    def on_desired(patch):
+        emit("desired", patch=patch)
+
+    def on_method(request):
+        client.send_method_response(
+            MethodResponse.create_from_method_request(
+                request, 200, {"echo": request.payload, "method": request.name}
+            )
+        )
+        emit("method", name=request.name, payload=request.payload)
+
+    client.on_message_received = on_message
+    client.on_twin_desired_properties_patch_received = on_desired
+    client.on_method_request_received = on_method
+    client.connect()
+    emit("connected")
+    for line in sys.stdin:
+        command = json.loads(line)
+        if "send" in command:
+            spec = command["send"]
+            message = Message(spec["data"])
+            message.custom_properties = spec.get("properties", {})
+            message.content_type = spec.get("content_type")
+            message.content_encoding = spec.get("content_encoding")
+            message.message_id = spec.get("message_id")
+            message.correlation_id = spec.get("correlation_id")
+            client.send_message_to_output(message, spec["output"])
+            emit("sent")
+        elif "get_twin" in command:
+            emit("twin", twin=client.get_twin())
+        elif "report" in command:
+            client.patch_twin_reported_properties(command["report"])
+            emit("reported")
+        elif "quit" in command:
+            break
+    client.shutdown()
+    emit("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Unmodified modules written with the real azure-iot-device 2.14 SDK, against a real hub.
+
+The SDK always connects to port 8883 (443 with websockets) of the connection string's
+GatewayHostName, so each test gives its hub its own loopback address (127.0.0.2, …) with those ports.
+The modules run in .venv-sdk (the SDK needs paho-mqtt<2) as subprocesses: tests/interop/sdk_module.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgehub_emu.hub import EdgeHub
+from edgehub_emu.manifest import parse_deployment
+from edgehub_emu.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
+SCRIPT = Path(__file__).with_name("sdk_module.py")
+DEVICE = "edge-device"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def deployment():
+    doc = json.loads((ROOT / "config" / "deployment.json").read_text())
+    doc["modulesContent"]["filtermodule"] = {"properties.desired": {"tempLimit": 25}}
+    return parse_deployment(doc, env={})
+
+
+class SdkModule:
+    """A module process using the SDK; events are the JSON lines it prints."""
+
+    def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self.seen: list[dict[str, Any]] = []
+
+    @classmethod
+    async def start(cls, hub: EdgeHub, module: str, websockets: bool = False) -> SdkModule:
+        assert SDK_PYTHON.exists(), "make test creates .venv-sdk with the SDK; run it through make"
+        env = {
+            **os.environ,
+            "EdgeHubConnectionString": hub.connection_string(module),
+            "EdgeModuleCACertificateFile": str(hub.ca_file),
+            "SDK_WEBSOCKETS": "1" if websockets else "0",
+            "PYTHONWARNINGS": "ignore",
+        }
+        process = await asyncio.create_subprocess_exec(
+            str(SDK_PYTHON),
+            str(SCRIPT),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        return cls(process, module)
+
+    async def event(self, kind: str, timeout: float = 30) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no {kind!r} event; saw {self.seen}{await self._stderr()}")
+            try:
+                async with asyncio.timeout(remaining):
+                    line = await self.process.stdout.readline()
+            except TimeoutError:
+                continue
+            if not line:
+                raise AssertionError(f"{self.name} exited; saw {self.seen}{await self._stderr()}")
+            event = json.loads(line)
+            self.seen.append(event)
+            if event["event"] == kind:
+                return event
+
+    async def _stderr(self) -> str:
+        if self.process.returncode is None or self.process.stderr is None:
+            return ""
+        return "\nstderr: " + (await self.process.stderr.read()).decode()[-3000:]
+
+    async def command(self, **command: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        await self.process.stdin.drain()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            try:
+                await self.command(quit=True)
+                async with asyncio.timeout(10):
+                    await self.process.wait()
+            except (TimeoutError, ConnectionError):
+                self.process.kill()
+                await self.process.wait()
+
+
+@pytest.fixture
+async def sdk_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    hubs: list[EdgeHub] = []
+    modules: list[SdkModule] = []
+
+    async def start(address: str) -> tuple[EdgeHub, Callable[..., Any]]:
+        settings = Settings(data_dir=tmp_path, host=address, mqtts_port=8883, https_port=443)
+        hub = EdgeHub(settings, deployment=deployment())
+        await hub.start()
+        hubs.append(hub)
+
+        async def module(name: str, websockets: bool = False) -> SdkModule:
+            m = await SdkModule.start(hub, name, websockets)
+            modules.append(m)
+            await m.event("connected")
+            return m
+
+        return hub, module
+
+    yield start
+    for m in modules:
+        await m.stop()
+    for hub in hubs:
+        await hub.stop()
+
+
+async def exercise(hub: EdgeHub, module: Callable[..., Any], websockets: bool) -> None:
+    receiver = await module("filtermodule", websockets)
+    sender = await module("SimulatedTemperatureSensor", websockets)
+
+    # an output routed to another module's input, properties intact
+    await sender.command(
+        send={
+            "output": "temperatureOutput",
+            "data": '{"machine": {"temperature": 101.5}}',
+            "properties": {"alert": "true", "spaced key": "a value/with?specials&="},
+            "content_type": "application/json",
+            "content_encoding": "utf-8",
+            "message_id": "m-1",
+            "correlation_id": "c-1",
+        }
+    )
+    message = await receiver.event("message")
+    assert message["input"] == "input1"
+    assert message["data"] == '{"machine": {"temperature": 101.5}}'
+    assert message["content_type"] == "application/json"
+    assert message["content_encoding"] == "utf-8"
+    assert message["message_id"] == "m-1"
+    assert message["correlation_id"] == "c-1"
+    assert message["properties"]["alert"] == "true"
+    assert message["properties"]["spaced key"] == "a value/with?specials&="
+    assert message["properties"]["$.cmid"] == "SimulatedTemperatureSensor"
+
+    # twin: get, reported patch, desired patch
+    await receiver.command(get_twin=True)
+    twin = (await receiver.event("twin"))["twin"]
+    assert twin["desired"]["tempLimit"] == 25
+    await receiver.command(report={"status": "running", "limit": {"value": 25}})
+    await receiver.event("reported")
+    assert hub.twin("filtermodule")["reported"]["limit"] == {"value": 25}
+    hub.patch_desired("filtermodule", {"tempLimit": 30})
+    patch = (await receiver.event("desired"))["patch"]
+    assert patch["tempLimit"] == 30
+
+    # a direct method handled and answered
+    result = await hub.invoke_method("filtermodule", "reset", {"hard": True}, response_timeout=20)
+    assert result.status == 200
+    assert result.payload == {"echo": {"hard": True}, "method": "reset"}
+
+    # the receiver's own output goes upstream
+    await receiver.command(
+        send={"output": "output1", "data": "alert!", "properties": {"MessageType": "Alert"}}
+    )
+    record = await hub.upstream.wait_for(timeout=20)
+    assert record.message.body == b"alert!"
+    assert record.origin == f"{DEVICE}/filtermodule"
+    assert record.message.properties["MessageType"] == "Alert"
+
+
+async def test_sdk_modules_route_twin_and_methods_over_mqtt(sdk_hub):
+    hub, module = await sdk_hub("127.0.0.2")
+    await exercise(hub, module, websockets=False)
+
+
+async def test_sdk_modules_over_websockets(sdk_hub):
+    hub, module = await sdk_hub("127.0.0.3")
+    await exercise(hub, module, websockets=True)
+
+
+async def test_sdk_module_reconnects_after_the_hub_restarts_and_keeps_its_subscriptions(sdk_hub):
+    hub, module = await sdk_hub("127.0.0.4")
+    receiver = await module("filtermodule")
+    sender = await module("SimulatedTemperatureSensor")
+    await hub.stop()
+    restarted, _ = await sdk_hub("127.0.0.4")
+    deadline = time.monotonic() + 60
+    while not {f"{DEVICE}/filtermodule", f"{DEVICE}/SimulatedTemperatureSensor"} <= set(
+        restarted.head.clients
+    ):
+        assert time.monotonic() < deadline, "the SDK modules did not reconnect"
+        await asyncio.sleep(0.2)
+    # The SDK does not subscribe again after a reconnect: the persistent session must still deliver.
+    await sender.command(send={"output": "temperatureOutput", "data": "after restart"})
+    message = await receiver.event("message", timeout=30)
+    assert message["data"] == "after restart"
+    result = await restarted.invoke_method("filtermodule", "ping", response_timeout=20)
+    assert result.status == 200
