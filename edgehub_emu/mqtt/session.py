@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .topic_trie import filter_matches
+from .topic_trie import TopicTrie
 
 
 class Connection(Protocol):
@@ -45,13 +45,40 @@ class Subscription:
     created: float = field(default_factory=time.time)
 
 
+class Subscriptions(dict[str, Subscription]):
+    """Filter -> subscription, with a topic trie kept in step for matching."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie: TopicTrie[Subscription] = TopicTrie()
+
+    def __setitem__(self, topic_filter: str, subscription: Subscription) -> None:
+        super().__setitem__(topic_filter, subscription)
+        self.trie.add(topic_filter, topic_filter, subscription)
+
+    def __delitem__(self, topic_filter: str) -> None:
+        super().__delitem__(topic_filter)
+        self.trie.remove(topic_filter, topic_filter)
+
+    def pop(self, topic_filter: str, default: Any = None) -> Any:  # type: ignore[override]
+        if topic_filter in self:
+            value = self[topic_filter]
+            del self[topic_filter]
+            return value
+        return default
+
+    def clear(self) -> None:
+        super().clear()
+        self.trie = TopicTrie()
+
+
 class Session:
     """One client id's session. ``identity`` is set by the broker at CONNECT (who authenticated)."""
 
     def __init__(self, client_id: str, clean: bool) -> None:
         self.client_id = client_id
         self.clean = clean
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions = Subscriptions()
         self.inflight: OrderedDict[int, InFlight] = OrderedDict()
         self.connection: Connection | None = None
         self.identity: Any = None
@@ -65,8 +92,8 @@ class Session:
     def granted_qos(self, topic: str) -> int | None:
         """The highest QoS granted by a filter that matches ``topic``; None if none matches."""
         best: int | None = None
-        for topic_filter, sub in self.subscriptions.items():
-            if (best is None or sub.qos > best) and filter_matches(topic_filter, topic):
+        for _, sub in self.subscriptions.trie.match(topic):
+            if best is None or sub.qos > best:
                 best = sub.qos
         return best
 

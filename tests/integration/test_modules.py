@@ -244,3 +244,21 @@ async def test_websocket_transport(start_hub):
     assert (await receiver.next()).payload == b"over ws"
     sender.stop()
     receiver.stop()
+
+
+async def test_reload_applies_new_routes_and_pushes_changed_desired_properties(start_hub):
+    hub = await start_hub(manifest(twins={"filtermodule": {"tempLimit": 25}}))
+    module = await hub.client("filtermodule")
+    await module.subscribe("$iothub/twin/PATCH/properties/desired/#", FILTER_IN)
+    sensor_any = "FROM /messages/modules/SimulatedTemperatureSensor/*"
+    new_routes = {"all": f'{sensor_any} INTO BrokeredEndpoint("/modules/filtermodule/inputs/any")'}
+    hub.hub.reload(manifest(new_routes, twins={"filtermodule": {"tempLimit": 40, "mode": "eco"}}))
+    patch = await module.next()
+    assert patch.topic == "$iothub/twin/PATCH/properties/desired/?$version=3"
+    assert json.loads(patch.payload) == {"tempLimit": 40, "mode": "eco", "$version": 3}
+    sender = await hub.client("SimulatedTemperatureSensor")
+    await sender.publish(f"{SENSOR_OUT}/%24.on=whatever", b"new route")
+    delivered = await module.next()
+    assert delivered.topic.startswith(f"devices/{DEVICE}/modules/filtermodule/inputs/any/")
+    sender.stop()
+    module.stop()

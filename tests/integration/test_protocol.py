@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 
@@ -238,3 +239,90 @@ async def test_an_invalid_filter_is_refused_alone(start_hub):
         codec.Connack(0),
         codec.Suback(1, [0x80, 1]),
     ]
+
+
+async def test_unacknowledged_delivery_is_sent_again_with_dup_after_reconnect(start_hub):
+    hub = await start_hub()
+    identity = f"{DEVICE}/filtermodule"
+    username = f"{HUB_HOST}/{identity}/?api-version=2019-10-01"
+    persistent = encode(Connect(identity, False, 60, username, hub.token(identity).encode()))
+    subscribe = encode(codec.Subscribe(1, [(f"devices/{DEVICE}/modules/filtermodule/#", 1)]))
+    sender = await hub.client("SimulatedTemperatureSensor")
+
+    def first_connection() -> list:
+        sock = hub.raw()
+        sock.sendall(persistent + subscribe)
+        got = read_packets(sock) + read_packets(sock)
+        return got, sock
+
+    got, sock = await asyncio.to_thread(first_connection)
+    assert got == [codec.Connack(0), codec.Suback(1, [1])]
+    await sender.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput",
+        b"once",
+    )
+    [delivery] = await asyncio.to_thread(read_packets, sock)
+    assert delivery.payload == b"once" and not delivery.dup
+    sock.close()  # no PUBACK
+
+    def second_connection() -> list:
+        sock = hub.raw()
+        sock.sendall(persistent)
+        got = read_packets(sock)
+        while len(got) < 2:
+            got += read_packets(sock)
+        sock.sendall(encode(codec.Puback(got[1].packet_id)))
+        sock.close()
+        return got
+
+    connack, again = await asyncio.to_thread(second_connection)
+    assert connack == codec.Connack(0, session_present=True)
+    assert again.payload == b"once" and again.dup and again.packet_id == delivery.packet_id
+    sender.stop()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_tls_1_2_and_1_3_are_served(start_hub, version):
+    hub = await start_hub()
+
+    def handshake() -> str | None:
+        context = ssl.create_default_context(cafile=str(hub.hub.ca_file))
+        context.minimum_version = context.maximum_version = version
+        with (
+            socket.create_connection(("127.0.0.1", hub.port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            return tls.version()
+
+    assert (
+        await asyncio.to_thread(handshake)
+        == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+    )
+
+
+async def test_plain_listener_for_local_tools_is_loopback_only(start_hub):
+    hub = await start_hub(mqtt_port=0)
+    port = hub.hub.endpoints.mqtt_port
+
+    def exchange() -> list:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(connect_packet(hub))
+            return read_packets(sock)
+
+    assert await asyncio.to_thread(exchange) == [codec.Connack(0)]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["$iothub/twin/PATCH/properties/desired/?$rid=1", "$iothub/twin/DELETE/?$rid=1", "$iothub/twin/GET/x"],
+)
+async def test_unknown_twin_operations_close_the_connection(start_hub, topic):
+    hub = await start_hub()
+    publish = encode(Publish(topic, b"{}", 1, packet_id=5))
+    assert await raw_exchange(hub, connect_packet(hub), publish) == [codec.Connack(0), "closed"]
+
+
+async def test_other_dollar_topics_are_acknowledged_and_dropped(start_hub):
+    hub = await start_hub()
+    publish = encode(Publish("$iothub/unknown/thing", b"{}", 1, packet_id=5))
+    assert await raw_exchange(hub, connect_packet(hub), publish) == [codec.Connack(0), codec.Puback(5)]
