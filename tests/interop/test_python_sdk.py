@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -45,11 +47,18 @@ class SdkModule:
 
     @classmethod
     async def start(cls, hub: EdgeHub, module: str, websockets: bool = False) -> SdkModule:
+        credentials = {
+            "EdgeHubConnectionString": hub.connection_string(module),
+            "EdgeModuleCACertificateFile": str(hub.ca_file),
+        }
+        return await cls.launch(module, credentials, websockets)
+
+    @classmethod
+    async def launch(cls, module: str, credentials: dict[str, str], websockets: bool = False) -> SdkModule:
         assert SDK_PYTHON.exists(), "make test creates .venv-sdk with the SDK; run it through make"
         env = {
             **os.environ,
-            "EdgeHubConnectionString": hub.connection_string(module),
-            "EdgeModuleCACertificateFile": str(hub.ca_file),
+            **credentials,
             "SDK_WEBSOCKETS": "1" if websockets else "0",
             "PYTHONWARNINGS": "ignore",
         }
@@ -210,3 +219,52 @@ async def test_sdk_module_reconnects_after_the_hub_restarts_and_keeps_its_subscr
     assert message["data"] == "after restart"
     result = await restarted.invoke_method("filtermodule", "ping", response_timeout=20)
     assert result.status == 200
+
+
+async def test_run_and_creds_from_the_command_line_serve_sdk_modules(tmp_path: Path):
+    """The README's path: `edgehub-emu run`, then `edgehub-emu creds MODULE` for each module."""
+    exe = Path(sys.executable).with_name("edgehub-emu")
+    common = ["-m", str(ROOT / "config" / "deployment.json"), "--data-dir", str(tmp_path)]
+    hub = await asyncio.create_subprocess_exec(
+        str(exe),
+        "run",
+        *common,
+        "--host",
+        "127.0.0.5",
+        "--https-port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    modules: list[SdkModule] = []
+    try:
+        assert hub.stdout is not None
+        async with asyncio.timeout(30):
+            while b"ready" not in (line := await hub.stdout.readline()):
+                assert line, "the hub exited before it was ready"
+
+        async def creds(module: str) -> dict[str, str]:
+            done = await asyncio.create_subprocess_exec(
+                str(exe), "creds", module, "--format", "json", *common, stdout=asyncio.subprocess.PIPE
+            )
+            output, _ = await done.communicate()
+            assert done.returncode == 0
+            return json.loads(output)
+
+        receiver = await SdkModule.launch("filtermodule", await creds("filtermodule"))
+        modules.append(receiver)
+        sender = await SdkModule.launch(
+            "SimulatedTemperatureSensor", await creds("SimulatedTemperatureSensor")
+        )
+        modules.append(sender)
+        await receiver.event("connected")
+        await sender.event("connected")
+        await sender.command(send={"output": "temperatureOutput", "data": "from the README"})
+        assert (await receiver.event("message"))["data"] == "from the README"
+    finally:
+        for m in modules:
+            await m.stop()
+        if hub.returncode is None:
+            hub.send_signal(signal.SIGINT)
+            async with asyncio.timeout(20):
+                assert await hub.wait() == 0
