@@ -272,6 +272,12 @@ def run(
     mqtt_port: int | None = typer.Option(
         None, "--mqtt-port", help="Plain MQTT for local tools, loopback only [off]."
     ),
+    delivery_window: int | None = typer.Option(
+        None,
+        "--delivery-window",
+        min=1,
+        help="Module deliveries in flight per client [16]; 1 paces like edgeHub.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
     """Start the hub on a deployment: modules connect over MQTT (TLS or WebSocket) and are routed."""
@@ -281,6 +287,8 @@ def run(
         datefmt="%H:%M:%S",
     )
     settings = _settings(manifest, device_id, data_dir, host, hostname, mqtts_port, https_port, mqtt_port)
+    if delivery_window is not None:
+        settings = dataclasses.replace(settings, delivery_window=delivery_window)
     deployment, table = _load(manifest, settings.device_id, env_file)
     try:
         _run_until_stopped(EdgeHub(settings, deployment=deployment), table)

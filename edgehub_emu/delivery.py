@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from .iothub import module_input_topic
 from .mqtt.session import NotConnected
 from .protocol_head import ProtocolHead
 from .routing import Message, ModuleEndpoint, UpstreamEndpoint
-from .store import MemoryStore
+from .store import Entry, MemoryStore
+from .tasks import spawn
 
 log = logging.getLogger("edgehub_emu.delivery")
 
 ACK_TIMEOUT = 30.0
+DEFAULT_WINDOW = 16
+"""Module deliveries in flight per client. edgeHub keeps one; a module cannot tell the difference (its
+MQTT client acknowledges before the handler runs) and order and at-least-once hold either way, so we
+pipeline a few for speed. ``--delivery-window 1`` gives edgeHub's exact pacing."""
 RECHECK = 5.0  # how often a waiting loop looks again (time-to-live, missed wake-ups)
 
 
@@ -49,13 +54,18 @@ class Deliveries:
     """One delivery task per endpoint that has had something queued."""
 
     def __init__(
-        self, head: ProtocolHead, store: MemoryStore, upstream: Callable[[Message], Awaitable[None]]
+        self,
+        head: ProtocolHead,
+        store: MemoryStore,
+        upstream: Callable[[Message], Awaitable[None]],
+        window: int = DEFAULT_WINDOW,
     ) -> None:
+        self.window = window
         self.head = head
         self.store = store
         self.upstream = upstream
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._client_locks: dict[str, asyncio.Lock] = {}
+        self._windows: dict[str, asyncio.Semaphore] = {}
         self.counters: Counter[str] = Counter()
         self._stopping = False
 
@@ -67,7 +77,7 @@ class Deliveries:
             runner = (
                 self._module(endpoint) if isinstance(endpoint, ModuleEndpoint) else self._upstream(endpoint)
             )
-            self._tasks[endpoint.id] = asyncio.ensure_future(runner)
+            self._tasks[endpoint.id] = spawn(runner, f"delivery to {endpoint}")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -78,52 +88,82 @@ class Deliveries:
 
     async def _module(self, endpoint: ModuleEndpoint) -> None:
         identity = endpoint.identity
-        lock = self._client_locks.setdefault(identity, asyncio.Lock())
+        window = self._windows.setdefault(identity, asyncio.Semaphore(self.window))
+        inflight: deque[tuple[Entry, asyncio.Future[None]]] = deque()
+        sent: set[int] = set()
+
+        def settle() -> bool:
+            """Checkpoint acknowledged deliveries, in order; False if one failed (resend the rest)."""
+            while inflight and inflight[0][1].done():
+                entry, future = inflight.popleft()
+                if future.cancelled() or future.exception() is not None:
+                    inflight.clear()
+                    sent.clear()
+                    return False
+                sent.discard(entry.sequence)
+                self.store.remove(entry)
+                self.counters["delivered"] += 1
+            return True
+
         while not self._stopping:
-            entry = self.store.head(endpoint.id)
-            if entry is None:
-                await self.store.wait(endpoint.id, RECHECK)
-                continue
+            settle()
             state = self.head.module_subscribed(identity)
+            entry = self.store.next_unsent(endpoint.id, sent) if state is not None else None
+            if entry is not None and state is not None and not window.locked():
+                message = entry.message
+                topic = module_input_topic(
+                    endpoint.device_id,
+                    endpoint.module_id,
+                    endpoint.input_name,
+                    message.properties,
+                    message.system_properties,
+                )
+                qos = state.session.granted_qos(topic)
+                if qos is None:
+                    self.store.remove(entry)
+                    self.counters["rejected"] += 1
+                    log.warning(
+                        "dropped a message for %s: its subscriptions do not match %s (edgeHub drops it too)",
+                        identity,
+                        topic,
+                    )
+                    continue
+                try:
+                    future = state.session.publish(topic, message.body, min(qos, 1))
+                except NotConnected:
+                    continue
+                if future is None:  # QoS 0: delivered once written
+                    self.store.remove(entry)
+                    self.counters["delivered"] += 1
+                    continue
+                await window.acquire()
+                future.add_done_callback(lambda _f: window.release())
+                inflight.append((entry, future))
+                sent.add(entry.sequence)
+                continue
+            if inflight:
+                # Wait for the oldest delivery's PUBACK (or for room to send more).
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that races with the PUBACK, and stop() would hang.
+                    async with asyncio.timeout(ACK_TIMEOUT):
+                        await _first_done(
+                            inflight[0][1],
+                            self.store.wait(endpoint.id, RECHECK)
+                            if entry is None and state is not None and not window.locked()
+                            else None,
+                        )
+                except TimeoutError:
+                    self.counters["ack_timeout"] += 1
+                    log.info("no PUBACK from %s within %g s: will deliver again", identity, ACK_TIMEOUT)
+                    inflight.clear()
+                    sent.clear()
+                continue
             if state is None:
                 log.debug("%s is not connected and subscribed for module messages: waiting", identity)
                 await self.head.wait_for_change(identity, RECHECK)
-                continue
-            message = entry.message
-            topic = module_input_topic(
-                endpoint.device_id,
-                endpoint.module_id,
-                endpoint.input_name,
-                message.properties,
-                message.system_properties,
-            )
-            qos = state.session.granted_qos(topic)
-            if qos is None:
-                self.store.remove(entry)
-                self.counters["rejected"] += 1
-                log.warning(
-                    "dropped a message for %s: its subscriptions do not match %s (edgeHub drops it too)",
-                    identity,
-                    topic,
-                )
-                continue
-            async with lock:
-                try:
-                    future = state.session.publish(topic, message.body, min(qos, 1))
-                    if future is not None:
-                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                        # cancellation that races with the PUBACK, and stop() would hang.
-                        async with asyncio.timeout(ACK_TIMEOUT):
-                            await asyncio.shield(future)
-                except NotConnected:
-                    continue
-                except TimeoutError:
-                    self.counters["ack_timeout"] += 1
-                    log.info("no PUBACK from %s within %g s: will retry", identity, ACK_TIMEOUT)
-                    continue
-            self.store.remove(entry)
-            self.counters["delivered"] += 1
-            log.debug("delivered a message to %s", topic)
+            else:
+                await self.store.wait(endpoint.id, RECHECK)
 
     async def _upstream(self, endpoint: UpstreamEndpoint) -> None:
         backoff = Backoff()
@@ -142,3 +182,15 @@ class Deliveries:
             backoff.reset()
             self.store.remove(entry)
             self.counters["upstream"] += 1
+
+
+async def _first_done(future: asyncio.Future[None], other: Awaitable[None] | None) -> None:
+    """Until ``future`` is done, or ``other`` (when given) finishes first."""
+    if other is None:
+        await asyncio.shield(future)
+        return
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({future, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

@@ -105,7 +105,7 @@ class EdgeHub:
             twins=self.twins,
             on_queued=self._queued,
         )
-        self.deliveries = Deliveries(self.head, self.store, self.upstream.send)
+        self.deliveries = Deliveries(self.head, self.store, self.upstream.send, max(1, s.delivery_window))
         self.mqtt = MqttServer(
             self.head, session_store=SessionStore(data / "sessions.json"), connect_timeout=s.connect_timeout
         )

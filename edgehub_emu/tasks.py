@@ -22,7 +22,7 @@ def spawn(work: Awaitable[Any], what: str) -> asyncio.Future[Any]:
     def done(f: asyncio.Future[Any]) -> None:
         _running.discard(f)
         if not f.cancelled() and f.exception() is not None:
-            log.warning("%s failed: %s", what, f.exception())
+            log.error("%s failed", what, exc_info=f.exception())
 
     future.add_done_callback(done)
     return future

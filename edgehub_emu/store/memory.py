@@ -90,6 +90,20 @@ class MemoryStore:
                 return entry
         return None
 
+    def next_unsent(self, endpoint_id: str, sent: set[int]) -> Entry | None:
+        """The first entry in delivery order that is not already in flight (``sent`` sequences)."""
+        if not sent:
+            return self.head(endpoint_id)
+        queue = self._queues.get(endpoint_id)
+        if queue is None:
+            return None
+        now = self.clock()
+        for priority in queue.priorities():
+            for entry in queue.by_priority[priority]:
+                if entry.sequence not in sent and entry.expires_at > now:
+                    return entry
+        return None
+
     def remove(self, entry: Entry) -> None:
         """Checkpoint: the endpoint acknowledged (or edgeHub would drop) this entry."""
         queue = self._queues.get(entry.endpoint_id)

@@ -326,3 +326,44 @@ async def test_other_dollar_topics_are_acknowledged_and_dropped(start_hub):
     hub = await start_hub()
     publish = encode(Publish("$iothub/unknown/thing", b"{}", 1, packet_id=5))
     assert await raw_exchange(hub, connect_packet(hub), publish) == [codec.Connack(0), codec.Puback(5)]
+
+
+@pytest.mark.parametrize(("window", "before_ack"), [(1, 1), (16, 3)])
+async def test_deliveries_in_flight_per_client_follow_the_window(start_hub, window, before_ack):
+    """edgeHub sends a module one message at a time; the default window pipelines a few, in order."""
+    hub = await start_hub(delivery_window=window)
+    identity = f"{DEVICE}/filtermodule"
+    username = f"{HUB_HOST}/{identity}/?api-version=2019-10-01"
+    connect = encode(Connect(identity, True, 60, username, hub.token(identity).encode()))
+    subscribe = encode(codec.Subscribe(1, [(f"devices/{DEVICE}/modules/filtermodule/#", 1)]))
+    sender = await hub.client("SimulatedTemperatureSensor")
+    for i in range(3):
+        await sender.publish(
+            f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput",
+            f"m{i}",
+        )
+
+    def receive() -> tuple[list, list]:
+        sock = hub.raw()
+        sock.sendall(connect + subscribe)
+        first: list = []
+        while True:
+            batch = read_packets(sock, 1.0)
+            if batch == ["timeout"]:
+                break
+            first += batch
+        deliveries = [p for p in first if isinstance(p, Publish)]
+        for p in deliveries:
+            sock.sendall(encode(codec.Puback(p.packet_id)))
+        rest: list = []
+        while len(deliveries) + len(rest) < 3:
+            rest += [p for p in read_packets(sock, 5) if isinstance(p, Publish)]
+            for p in rest[-1:]:
+                sock.sendall(encode(codec.Puback(p.packet_id)))
+        sock.close()
+        return deliveries, rest
+
+    deliveries, rest = await asyncio.to_thread(receive)
+    assert len(deliveries) == before_ack  # sent before any PUBACK
+    assert [p.payload for p in deliveries + rest] == [b"m0", b"m1", b"m2"]  # in order either way
+    sender.stop()
