@@ -18,7 +18,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .hub import EdgeHub, HubError
 from .identity import IdentityRegistry, connection_string, ensure_certificates
@@ -98,14 +97,15 @@ def _priority(value: int) -> str:
     return "lowest" if value == DEFAULT_PRIORITY else str(value)
 
 
-def _route_table(table: RouteTable) -> Table:
-    view = Table(title=f"{len(table)} route{'s' if len(table) != 1 else ''}", title_justify="left")
-    for column in ("route", "from", "where", "into", "priority", "ttl (s)"):
-        view.add_column(column, overflow="fold")
+def _print_routes(table: RouteTable) -> None:
+    out.print(
+        f"{len(table)} route{'s' if len(table) != 1 else ''} (global time-to-live {table.global_ttl_secs} s):"
+    )
     for r in table.routes:
         ttl = r.time_to_live_secs or table.global_ttl_secs
-        view.add_row(r.name, r.source, r.condition.text, str(r.endpoint), _priority(r.priority), str(ttl))
-    return view
+        out.print(f"  {r.name}  priority {_priority(r.priority)}, time-to-live {ttl} s")
+        where = f" WHERE {r.condition.text}" if r.condition.text != "true" else ""
+        out.print(f"    FROM {r.source}{where} INTO {r.endpoint}", style="dim")
 
 
 @app.command()
@@ -342,7 +342,7 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     out.print(f"modules: {', '.join(modules) or '(none)'}")
     if modules:
         out.print(f"  credentials for a module: edgehub-emu creds {modules[0]}")
-    out.print(_route_table(table))
+    _print_routes(table)
     out.print("ready; Ctrl-C stops the hub")
 
 

@@ -174,18 +174,20 @@ class EdgeHub:
             site = web.TCPSite(self._runner, s.host, s.https_port, ssl_context=tls)
             try:
                 await self._bind("HTTPS (MQTT over WebSocket)", s.https_port, site.start())
-            except HubError:
+            except HubError as exc:
                 if not s.https_port_fallback:
                     raise
                 log.warning(
-                    "cannot listen on port %d (privileges needed): MQTT over WebSocket takes a free port "
-                    "instead; the SDKs' websocket option needs 443 (run with --https-port 443 as root)",
-                    s.https_port,
+                    "%s; MQTT over WebSocket takes a free port instead (the SDKs' websocket option needs "
+                    "port 443: pass --https-port 443 where it is allowed)",
+                    exc,
                 )
                 site = web.TCPSite(self._runner, s.host, 0, ssl_context=tls)
                 await site.start()
             https = self._runner.addresses[0][1]
-        self.endpoints = Endpoints(s.host, s.gateway_hostname, mqtts, https, mqtt, self.certificates.ca_cert)
+        self.endpoints = Endpoints(
+            s.host, s.gateway_hostname, mqtts, https, mqtt, self.certificates.ca_cert.resolve()
+        )
 
     async def _bind(self, what: str, port: int, starting: Any) -> Any:
         try:

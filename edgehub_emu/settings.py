@@ -59,7 +59,7 @@ class Settings:
     leaf_devices: tuple[str, ...] = field(default_factory=lambda: _env_list("LEAF_DEVICES"))
     extra_names: tuple[str, ...] = field(default_factory=lambda: _env_list("CERT_NAMES"))
     delivery_window: int = field(default_factory=lambda: int(_env("DELIVERY_WINDOW", "16")))
-    https_port_fallback: bool = False  # the default 443 needs privileges: then take a free port
+    https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
     token_check_interval: float = 300.0
 

@@ -367,3 +367,15 @@ async def test_deliveries_in_flight_per_client_follow_the_window(start_hub, wind
     assert len(deliveries) == before_ack  # sent before any PUBACK
     assert [p.payload for p in deliveries + rest] == [b"m0", b"m1", b"m2"]  # in order either way
     sender.stop()
+
+
+async def test_default_https_port_falls_back_to_a_free_one_when_taken(start_hub):
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.9", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        hub = await start_hub(host="127.0.0.9", https_port=port, https_port_fallback=True)
+        assert hub.hub.endpoints.https_port not in (None, port)
+        with pytest.raises(Exception, match="cannot listen"):
+            await start_hub(host="127.0.0.9", https_port=port, mqtts_port=0)
