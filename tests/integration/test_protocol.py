@@ -379,3 +379,45 @@ async def test_default_https_port_falls_back_to_a_free_one_when_taken(start_hub)
         assert hub.hub.endpoints.https_port not in (None, port)
         with pytest.raises(Exception, match="cannot listen"):
             await start_hub(host="127.0.0.9", https_port=port, mqtts_port=0)
+
+
+async def test_will_is_routed_on_an_unclean_close_with_message_type_will(start_hub):
+    hub = await start_hub()
+    identity = f"{DEVICE}/filtermodule"
+    username = f"{HUB_HOST}/{identity}/?api-version=2019-10-01"
+    will = codec.Will(
+        f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", b"gone", 1, False
+    )
+    connect = encode(Connect(identity, True, 60, username, hub.token(identity).encode(), will))
+    dup = encode(
+        Publish(
+            f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1",
+            b"again",
+            1,
+            dup=True,
+            packet_id=3,
+        )
+    )
+    assert await raw_exchange(hub, connect, dup) == [
+        codec.Connack(0),
+        codec.Puback(3),
+    ]  # then the socket drops
+    records = [
+        await hub.hub.upstream.wait_for(lambda r, body=body: r.message.body == body)
+        for body in (b"again", b"gone")
+    ]
+    assert records[0].message.properties == {"mqtt-dup": "true"}
+    assert records[1].message.properties == {"MessageType": "Will"}
+
+
+async def test_graceful_disconnect_does_not_send_the_will(start_hub):
+    hub = await start_hub()
+    identity = f"{DEVICE}/filtermodule"
+    username = f"{HUB_HOST}/{identity}/?api-version=2019-10-01"
+    will = codec.Will(
+        f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", b"gone", 0, False
+    )
+    connect = encode(Connect(identity, True, 60, username, hub.token(identity).encode(), will))
+    assert await raw_exchange(hub, connect, encode(codec.Disconnect())) == [codec.Connack(0), "closed"]
+    await asyncio.sleep(0.3)
+    assert hub.hub.upstream.messages() == []
