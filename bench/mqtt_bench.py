@@ -28,6 +28,8 @@ import paho.mqtt.client as mqtt
 from edgehub_emu.identity import IdentityRegistry, make_token
 from edgehub_emu.mqtt.codec import Connect, Decoder, Pingreq, encode
 
+from .report import Result
+
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "edge-device"
 IOTHUB = "edgehub-emu.azure-devices.net"
@@ -195,6 +197,16 @@ def _client(target: Target, role: str, on_message=None) -> mqtt.Client:
     return client
 
 
+def _pair(target: Target, on_message) -> tuple[mqtt.Client, mqtt.Client]:
+    """A subscriber (subscribed, QoS 1) and a publisher, both connected."""
+    subscriber = _client(target, "sub", on_message)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    subscriber.subscribe(target.subscribe_filter, 1)
+    subscribed.wait(10)
+    return subscriber, _client(target, "pub")
+
+
 def throughput(target: Target, size: int, count: int = 20_000) -> float:
     """Messages per second from one QoS 1 publisher to one QoS 1 subscriber."""
     received = 0
@@ -206,12 +218,7 @@ def throughput(target: Target, size: int, count: int = 20_000) -> float:
         if received == count:
             done.set()
 
-    subscriber = _client(target, "sub", on_message)
-    subscribed = threading.Event()
-    subscriber.on_subscribe = lambda *_: subscribed.set()
-    subscriber.subscribe(target.subscribe_filter, 1)
-    subscribed.wait(10)
-    publisher = _client(target, "pub")
+    subscriber, publisher = _pair(target, on_message)
     payload = b"x" * size
     start = time.perf_counter()
     for _ in range(count):
@@ -231,12 +238,7 @@ def latency(target: Target, rate: int = 1000, seconds: float = 4.0) -> tuple[flo
     def on_message(_c, _u, m) -> None:
         samples.append((time.perf_counter() - float(m.payload)) * 1000)
 
-    subscriber = _client(target, "sub", on_message)
-    subscribed = threading.Event()
-    subscriber.on_subscribe = lambda *_: subscribed.set()
-    subscriber.subscribe(target.subscribe_filter, 1)
-    subscribed.wait(10)
-    publisher = _client(target, "pub")
+    subscriber, publisher = _pair(target, on_message)
     total = int(rate * seconds)
     start = time.perf_counter()
     for i in range(total):
@@ -293,14 +295,6 @@ async def hold_tls_connections(hub: HubProcess, seconds: float = 12.0) -> int:
 
     results = await asyncio.gather(*(one(leaf) for leaf in LEAVES), return_exceptions=True)
     return sum(1 for r in results if r is True)
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    figure: str
-    target: str
-    met: bool
 
 
 def run() -> list[Result]:

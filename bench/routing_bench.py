@@ -11,24 +11,17 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgehub_emu.manifest import compile_routes, load_deployment
 from edgehub_emu.routing import Message, RouteTable, compile_condition, compile_route, json_body
 from edgehub_emu.routing import parser as route_parser
 
+from .report import Result
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "deployment.json"
 JSON = {"contentType": "application/json", "contentEncoding": "utf-8"}
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    figure: str
-    target: str
-    met: bool
 
 
 def _median_rate(work: Callable[[], int], repeats: int = 5) -> float:
