@@ -23,13 +23,14 @@ from .api import websocket_handler
 from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
-from .manifest import Deployment, compile_routes, load_deployment
+from .manifest import Deployment, ManifestError, compile_routes, load_deployment
 from .mqtt.server import MqttServer
 from .mqtt.session import SessionStore
 from .protocol_head import MethodResult, ProtocolHead
 from .routing import ModuleEndpoint, RoutedEndpoint, RouteTable, UpstreamEndpoint
 from .settings import Settings, is_loopback
-from .store import MemoryStore
+from .store import MemoryStore, SqliteStore
+from .tasks import spawn
 from .upstream import UpstreamCapture
 
 log = logging.getLogger("edgehub_emu.hub")
@@ -68,10 +69,10 @@ class EdgeHub:
         self.deployment: Deployment | None = None
         self.route_table: RouteTable | None = None
         self.upstream = UpstreamCapture()
-        self.store = MemoryStore()
+        self.store: MemoryStore | SqliteStore | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._runner: web.AppRunner | None = None
-        self._token_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Future[Any]] = []
         self.endpoints: Endpoints | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -94,6 +95,12 @@ class EdgeHub:
         )
         self.certificates = ensure_certificates(data / "certs", s.certificate_names())
         self.twins = TwinStore(data / "twins.json")
+        if s.store == "memory":
+            self.store = MemoryStore()
+        elif s.store == "sqlite":
+            self.store = SqliteStore(data / "store.sqlite")
+        else:
+            raise HubError(f"unknown store {s.store!r}: use 'sqlite' (durable) or 'memory'")
         for module in deployment.module_names:
             self.twins.seed_desired(f"{s.device_id}/{module}", deployment.module_twins.get(module, {}))
         self.head = ProtocolHead(
@@ -101,7 +108,7 @@ class EdgeHub:
             hostnames=[s.iothub_hostname, s.gateway_hostname],
             identities=self.identities,
             routes=lambda: self.route_table,  # type: ignore[return-value,arg-type]
-            store=self.store,
+            store=self.store,  # type: ignore[arg-type]
             twins=self.twins,
             on_queued=self._queued,
         )
@@ -114,14 +121,21 @@ class EdgeHub:
         except BaseException:
             await self.stop()
             raise
-        self._token_task = asyncio.ensure_future(self._check_tokens())
+        self._tasks = [
+            spawn(self._check_tokens(), "checking SAS tokens"),
+            spawn(self._purge_expired(), "purging expired messages"),
+        ]
+        if s.watch_manifest and self._deployment is None:
+            self._tasks.append(spawn(self._watch_manifest(), "watching the manifest"))
+        self._resume_deliveries()
         self._write_endpoints()
         log.debug("started: %s", self.endpoints)
         return self
 
     async def stop(self) -> None:
-        if self._token_task is not None:
-            self._token_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
         if hasattr(self, "mqtt"):
             self.mqtt.close_all()
         for server in self._servers:
@@ -137,6 +151,9 @@ class EdgeHub:
         if hasattr(self, "deliveries"):
             await self.deliveries.stop()
         log.debug("stop: deliveries stopped")
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     def _tls(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -215,6 +232,55 @@ class EdgeHub:
             for identity_id in self.head.check_tokens():
                 log.info("disconnected %s: its SAS token expired", identity_id)
 
+    async def _purge_expired(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.purge_interval)
+            assert self.store is not None
+            purged = self.store.purge_expired()
+            if purged:
+                log.info("dropped %d messages whose time-to-live ran out", purged)
+
+    def _endpoints_by_id(self) -> dict[str, ModuleEndpoint | UpstreamEndpoint]:
+        assert self.route_table is not None
+        return {r.endpoint.id: r.endpoint for r in self.route_table.routes}
+
+    def _resume_deliveries(self) -> None:
+        """After a start or a reload: deliver what waits in queues of endpoints the routes still name;
+        say which queues no route names any more (they keep their messages until the time-to-live)."""
+        assert self.store is not None
+        known = self._endpoints_by_id()
+        for endpoint_id in self.store.endpoints():
+            endpoint = known.get(endpoint_id)
+            if endpoint is not None:
+                self.deliveries.ensure(endpoint)
+            else:
+                depth = sum(self.store.depth(endpoint_id).values())
+                log.warning(
+                    "%d messages wait for endpoint %s, which no route names any more: they stay until their "
+                    "time-to-live runs out",
+                    depth,
+                    endpoint_id,
+                )
+
+    async def _watch_manifest(self) -> None:
+        path = self.settings.manifest
+        last = path.stat().st_mtime_ns if path.exists() else 0
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                current = path.stat().st_mtime_ns
+            except OSError:
+                continue
+            if current == last:
+                continue
+            last = current
+            try:
+                self.reload(load_deployment(path))
+            except ManifestError as exc:
+                log.error("kept the previous deployment: %s", exc)
+            else:
+                log.info("reloaded %s: %d routes", path, len(self.route_table or ()))
+
     def _queued(self, copies: list[RoutedEndpoint]) -> None:
         for copy in copies:
             endpoint = copy.endpoint
@@ -277,6 +343,7 @@ class EdgeHub:
         self.identities.ensure_modules(deployment.module_names)
         self.deployment = deployment
         self.route_table = table
+        self._resume_deliveries()
         for module in deployment.module_names:
             identity_id = f"{self.settings.device_id}/{module}"
             patch = self.twins.seed_desired(identity_id, deployment.module_twins.get(module, {}))

@@ -58,6 +58,9 @@ class Settings:
     mqtt_port: int | None = field(default_factory=lambda: _env_port("MQTT_PORT", None))
     leaf_devices: tuple[str, ...] = field(default_factory=lambda: _env_list("LEAF_DEVICES"))
     extra_names: tuple[str, ...] = field(default_factory=lambda: _env_list("CERT_NAMES"))
+    store: str = field(default_factory=lambda: _env("STORE", "sqlite"))  # "sqlite" (durable) or "memory"
+    purge_interval: float = 30.0  # how often expired messages nobody reads are dropped (edgeHub: >= 30 s)
+    watch_manifest: bool = False  # reload the manifest file when it changes
     delivery_window: int = field(default_factory=lambda: int(_env("DELIVERY_WINDOW", "16")))
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0

@@ -133,4 +133,22 @@ class MemoryStore:
         return {p: len(q) for p, q in sorted(queue.by_priority.items()) if q}
 
     def endpoints(self) -> list[str]:
-        return list(self._queues)
+        return [e for e, q in self._queues.items() if q.priorities()]
+
+    def purge_expired(self) -> int:
+        """Drop expired entries nobody is reading (counted as ``ttl_expiry``)."""
+        now = self.clock()
+        purged = 0
+        for endpoint_id, queue in self._queues.items():
+            for items in queue.by_priority.values():
+                keep = deque(e for e in items if e.expires_at > now)
+                dropped = len(items) - len(keep)
+                if dropped:
+                    items.clear()
+                    items.extend(keep)
+                    self.expired[endpoint_id] = self.expired.get(endpoint_id, 0) + dropped
+                    purged += dropped
+        return purged
+
+    def close(self) -> None:
+        """Nothing to flush in memory."""
