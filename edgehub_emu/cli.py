@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -272,6 +274,10 @@ def run(
     mqtt_port: int | None = typer.Option(
         None, "--mqtt-port", help="Plain MQTT for local tools, loopback only [off]."
     ),
+    store: str | None = typer.Option(
+        None, "--store", help="sqlite (durable, in the data directory) or memory [sqlite]."
+    ),
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Reload the manifest when the file changes."),
     delivery_window: int | None = typer.Option(
         None,
         "--delivery-window",
@@ -289,9 +295,19 @@ def run(
     settings = _settings(manifest, device_id, data_dir, host, hostname, mqtts_port, https_port, mqtt_port)
     if delivery_window is not None:
         settings = dataclasses.replace(settings, delivery_window=delivery_window)
+    if store is not None:
+        if store not in ("sqlite", "memory"):
+            raise typer.BadParameter("sqlite or memory", param_hint="--store")
+        settings = dataclasses.replace(settings, store=store)
+    settings = dataclasses.replace(settings, watch_manifest=watch)
     deployment, table = _load(manifest, settings.device_id, env_file)
     try:
-        _run_until_stopped(EdgeHub(settings, deployment=deployment), table)
+        hub = EdgeHub(
+            settings,
+            deployment=deployment,
+            loader=lambda: load_deployment(manifest, env=_environment(manifest, env_file)),
+        )
+        _run_until_stopped(hub, table)
     except HubError as exc:
         err.print(f"error: {exc}", style="red")
         raise typer.Exit(1) from None
@@ -394,6 +410,49 @@ def creds(
     else:
         for key, value in values.items():
             out.print(f"{key}={value}")
+
+
+@app.command()
+def status(
+    manifest: Path = ManifestOption,
+    data_dir: Path | None = DataDirOption,
+    device_id: str | None = DeviceOption,
+    env_file: Path | None = EnvFileOption,
+) -> None:
+    """Show what waits in the hub's queues, per endpoint and priority (also while the hub runs)."""
+    settings = _settings(manifest, device_id, data_dir, None, None, None, None, None)
+    path = settings.data_dir / "store.sqlite"
+    if not path.is_file():
+        err.print(
+            f"no store at {path}: no hub has run with --data-dir {settings.data_dir} "
+            "(or it uses --store memory)"
+        )
+        raise typer.Exit(1)
+    _, table = _load(manifest, settings.device_id, env_file)
+    routed = {r.endpoint.id: str(r.endpoint) for r in table.routes}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT endpoint, priority, count(*), min(expires) FROM queue GROUP BY endpoint, priority "
+            "ORDER BY endpoint, priority"
+        ).fetchall()
+    finally:
+        db.close()
+    running = settings.data_dir / "endpoints.json"
+    out.print(f"store {path}" + ("   (hub running: see endpoints.json)" if running.is_file() else ""))
+    if not rows:
+        out.print("all queues are empty")
+        return
+    now = time.time()
+    for endpoint, priority, count, first_expiry in rows:
+        name = routed.get(endpoint)
+        note = "" if name is not None else "   no route names it any more: kept until the time-to-live"
+        label = name or endpoint
+        expires = max(0, first_expiry - now)
+        out.print(
+            f"  {label}  priority {_priority(priority)}: {count} waiting, "
+            f"next expiry in {expires:.0f} s{note}"
+        )
 
 
 def main() -> None:

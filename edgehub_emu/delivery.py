@@ -68,6 +68,7 @@ class Deliveries:
         self._windows: dict[str, asyncio.Semaphore] = {}
         self.counters: Counter[str] = Counter()
         self._stopping = False
+        self.sent: Counter[str] = Counter()
 
     def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint) -> None:
         if self._stopping:
@@ -103,6 +104,7 @@ class Deliveries:
                 sent.discard(entry.sequence)
                 self.store.remove(entry)
                 self.counters["delivered"] += 1
+                self.sent[endpoint.id] += 1
             return True
 
         while not self._stopping:
@@ -135,6 +137,7 @@ class Deliveries:
                 if future is None:  # QoS 0: delivered once written
                     self.store.remove(entry)
                     self.counters["delivered"] += 1
+                    self.sent[endpoint.id] += 1
                     continue
                 await window.acquire()
                 future.add_done_callback(lambda _f: window.release())
@@ -182,6 +185,7 @@ class Deliveries:
             backoff.reset()
             self.store.remove(entry)
             self.counters["upstream"] += 1
+            self.sent[endpoint.id] += 1
 
 
 async def _first_done(future: asyncio.Future[None], other: Awaitable[None] | None) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
 from .manifest import Deployment, ManifestError, compile_routes, load_deployment
+from .metrics import registry_for
 from .mqtt.server import MqttServer
 from .mqtt.session import SessionStore
 from .protocol_head import MethodResult, ProtocolHead
@@ -63,9 +65,16 @@ class HubError(Exception):
 
 
 class EdgeHub:
-    def __init__(self, settings: Settings | None = None, *, deployment: Deployment | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        deployment: Deployment | None = None,
+        loader: Callable[[], Deployment] | None = None,
+    ) -> None:
         self.settings = settings or Settings()
         self._deployment = deployment
+        self._loader = loader or (lambda: load_deployment(self.settings.manifest))
         self.deployment: Deployment | None = None
         self.route_table: RouteTable | None = None
         self.upstream = UpstreamCapture()
@@ -74,6 +83,7 @@ class EdgeHub:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Future[Any]] = []
         self.endpoints: Endpoints | None = None
+        self.metrics = registry_for(self)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -125,7 +135,7 @@ class EdgeHub:
             spawn(self._check_tokens(), "checking SAS tokens"),
             spawn(self._purge_expired(), "purging expired messages"),
         ]
-        if s.watch_manifest and self._deployment is None:
+        if s.watch_manifest:
             self._tasks.append(spawn(self._watch_manifest(), "watching the manifest"))
         self._resume_deliveries()
         self._write_endpoints()
@@ -275,7 +285,7 @@ class EdgeHub:
                 continue
             last = current
             try:
-                self.reload(load_deployment(path))
+                self.reload(self._loader())
             except ManifestError as exc:
                 log.error("kept the previous deployment: %s", exc)
             else:
