@@ -69,6 +69,7 @@ class Deliveries:
         self.counters: Counter[str] = Counter()
         self._stopping = False
         self.sent: Counter[str] = Counter()
+        self.backoff_first = 1.0
 
     def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint) -> None:
         if self._stopping:
@@ -79,6 +80,11 @@ class Deliveries:
                 self._module(endpoint) if isinstance(endpoint, ModuleEndpoint) else self._upstream(endpoint)
             )
             self._tasks[endpoint.id] = spawn(runner, f"delivery to {endpoint}")
+
+    def retain(self, endpoint_ids: set[str]) -> None:
+        """Stop delivering to endpoints no route names any more (their messages stay queued)."""
+        for endpoint_id in [e for e in self._tasks if e not in endpoint_ids]:
+            self._tasks.pop(endpoint_id).cancel()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -169,7 +175,7 @@ class Deliveries:
                 await self.store.wait(endpoint.id, RECHECK)
 
     async def _upstream(self, endpoint: UpstreamEndpoint) -> None:
-        backoff = Backoff()
+        backoff = Backoff(self.backoff_first)
         while not self._stopping:
             entry = self.store.head(endpoint.id)
             if entry is None:

@@ -259,6 +259,7 @@ class EdgeHub:
         say which queues no route names any more (they keep their messages until the time-to-live)."""
         assert self.store is not None
         known = self._endpoints_by_id()
+        self.deliveries.retain(set(known))
         for endpoint_id in self.store.endpoints():
             endpoint = known.get(endpoint_id)
             if endpoint is not None:

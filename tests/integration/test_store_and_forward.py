@@ -1,0 +1,149 @@
+"""Store-and-forward through a real hub: priorities, time-to-live, outages, failures, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from edgehub_emu.cli import app
+from edgehub_emu.metrics import render
+
+from .conftest import DEVICE, EXAMPLE, manifest
+
+OUT = f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on="
+INPUTS = f"devices/{DEVICE}/modules/filtermodule/inputs/#"
+
+
+def route(output: str, input_name: str = "in", **spec):
+    text = (
+        f"FROM /messages/modules/SimulatedTemperatureSensor/outputs/{output} "
+        f'INTO BrokeredEndpoint("/modules/filtermodule/inputs/{input_name}")'
+    )
+    return {"route": text, **spec} if spec else text
+
+
+async def test_priority_0_overtakes_priority_2_while_the_module_is_offline(start_hub):
+    hub = await start_hub(manifest({"p2": route("p2", priority=2), "p0": route("p0", priority=0)}))
+    sender = await hub.client("SimulatedTemperatureSensor")
+    for i in range(4):
+        await sender.publish(f"{OUT}p2", f"two-{i}")
+        await sender.publish(f"{OUT}p0", f"zero-{i}")
+    receiver = await hub.client("filtermodule")
+    await receiver.subscribe(INPUTS)
+    got = [(await receiver.next()).payload.decode() for _ in range(8)]
+    assert got == [f"zero-{i}" for i in range(4)] + [f"two-{i}" for i in range(4)]
+    sender.stop()
+    receiver.stop()
+
+
+async def test_messages_older_than_their_ttl_never_arrive_and_are_counted(start_hub):
+    hub = await start_hub(manifest({"short": route("short", timeToLiveSecs=1), "long": route("long")}))
+    sender = await hub.client("SimulatedTemperatureSensor")
+    for i in range(3):
+        await sender.publish(f"{OUT}short", f"short-{i}")
+    await sender.publish(f"{OUT}long", b"long")
+    await asyncio.sleep(1.3)
+    receiver = await hub.client("filtermodule")
+    await receiver.subscribe(INPUTS)
+    assert (await receiver.next()).payload == b"long"
+    await receiver.nothing(0.5)
+    metrics = render(hub.hub.metrics)
+    assert 'reason="ttl_expiry"} 3.0' in metrics
+    sender.stop()
+    receiver.stop()
+
+
+async def test_upstream_outage_messages_wait_and_flow_in_order(start_hub):
+    hub = await start_hub()
+    refusals = 2
+    delivered: list[bytes] = []
+
+    async def flaky_upstream(message) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise ConnectionError("upstream unreachable")
+        delivered.append(message.body)
+
+    hub.hub.deliveries.upstream = flaky_upstream
+    hub.hub.deliveries.backoff_first = 0.05
+    sender = await hub.client("filtermodule")
+    for i in range(5):
+        await sender.publish(
+            f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", f"up-{i}"
+        )
+    async with asyncio.timeout(10):
+        while len(delivered) < 5:
+            await asyncio.sleep(0.05)
+    assert delivered == [f"up-{i}".encode() for i in range(5)]
+    assert refusals == 0
+    sender.stop()
+
+
+async def test_a_store_failure_disconnects_the_publisher_without_puback(start_hub, tmp_path: Path):
+    hub = await start_hub()
+    sender = await hub.client("SimulatedTemperatureSensor")
+    await sender.publish(f"{OUT}temperatureOutput", b"stored")
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        db.execute("DROP TABLE queue")
+    info = sender.paho.publish(f"{OUT}temperatureOutput", b"refused", qos=1)
+    await sender.disconnected()
+    assert not info.is_published()
+    other = await hub.client("filtermodule")  # the hub keeps serving everyone else
+    other.stop()
+
+
+async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(start_hub, tmp_path: Path):
+    path = tmp_path / "deployment.json"
+    doc = json.loads(json.dumps(EXAMPLE))
+    path.write_text(json.dumps(doc))
+    hub = await start_hub(deployment=None, manifest=path, watch_manifest=True)
+    sender = await hub.client("SimulatedTemperatureSensor")
+    await sender.publish(f"{OUT}temperatureOutput", b"queued before")
+    routes = doc["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
+    routes["sensorToFilter"]["route"] = route("temperatureOutput", "input2")
+    path.write_text(json.dumps(doc))
+    async with asyncio.timeout(5):
+        while "input2" not in str([r.endpoint for r in hub.hub.route_table.routes]):
+            await asyncio.sleep(0.1)
+    await sender.publish(f"{OUT}temperatureOutput", b"new route")
+    receiver = await hub.client("filtermodule")
+    await receiver.subscribe(INPUTS)
+    message = await receiver.next()
+    assert message.payload == b"new route" and "/inputs/input2/" in message.topic
+    await receiver.nothing(0.5)  # the old input's queue is no longer delivered ...
+    assert hub.hub.store.depth(f"{DEVICE}/filtermodule/input1") == {0: 1}  # ... but kept until its TTL
+    path.write_text("{ not json")  # a broken manifest keeps the previous deployment
+    await asyncio.sleep(1.5)
+    assert "input2" in str([r.endpoint for r in hub.hub.route_table.routes])
+    result = CliRunner().invoke(
+        app, ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1  # no such manifest: a message, not a traceback
+    path.with_name("ok.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(
+        app, ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "edge-device/filtermodule/input1  priority 0: 1 waiting" in result.output
+    assert "no route names it any more" in result.output
+    sender.stop()
+    receiver.stop()
+
+
+async def test_metrics_use_edgehubs_names(start_hub):
+    hub = await start_hub()
+    sender = await hub.client("filtermodule")
+    await sender.publish(f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", b"x")
+    await sender.publish(f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=nowhere", b"x")
+    await hub.hub.upstream.wait_for(timeout=5)
+    text = render(hub.hub.metrics)
+    assert "edgehub_messages_received_total{" in text
+    assert 'reason="no_route"} 1.0' in text
+    assert 'to="iothub"} 1.0' in text
+    assert "edgehub_connected_clients{" in text
+    sender.stop()
