@@ -147,6 +147,8 @@ class Deliveries:
                     continue
                 await window.acquire()
                 future.add_done_callback(lambda _f: window.release())
+                # Checkpoint as soon as the PUBACK arrives (in order), not when this loop next runs.
+                future.add_done_callback(lambda _f: settle())
                 inflight.append((entry, future))
                 sent.add(entry.sequence)
                 continue

@@ -10,6 +10,7 @@ format error (edgeHub then drops the message and still acknowledges it). Encodin
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 
@@ -35,6 +36,7 @@ def decode(bag: str) -> dict[str, str | None]:
     return result
 
 
+@lru_cache(maxsize=8192)
 def escape(text: str) -> str:
     """``Uri.EscapeDataString``: everything but RFC 3986 unreserved characters, percent-encoded."""
     return quote(text, safe="")

@@ -131,10 +131,43 @@ class Telemetry:
     properties: dict[str, str | None] = field(default_factory=dict)
 
 
+def _bind_fast(topic: str) -> dict[str, str] | None:
+    """The template variables for the common, well-formed shapes, without regular expressions.
+
+    Exactly what ``match_templates(INBOUND_TEMPLATES, topic)`` gives for these shapes: with ``devices`` as
+    the first level and no other level equal to ``devices``, no earlier template can match (each needs
+    ``devices/`` just before the id that precedes ``messages/events``). Anything else takes the general
+    path."""
+    parts = topic.split("/")
+    n = len(parts)
+    if parts[0] != "devices" or "devices" in parts[1:]:
+        return None
+    if n >= 6 and parts[2] == "modules" and parts[4] == "messages" and parts[5] == "events":
+        if n == 6:
+            return {"deviceId": parts[1], "moduleId": parts[3]}
+        if n == 7:
+            return (
+                {"deviceId": parts[1], "moduleId": parts[3], "params": parts[6]}
+                if parts[6]
+                else {"deviceId": parts[1], "moduleId": parts[3]}
+            )
+        if n == 8 and parts[7] == "":
+            return {"deviceId": parts[1], "moduleId": parts[3], "params": parts[6]}
+        return None
+    if n >= 4 and parts[2] == "messages" and parts[3] == "events" and "modules" not in parts[1:]:
+        if n == 4:
+            return {"deviceId": parts[1]}
+        if n == 5:
+            return {"deviceId": parts[1], "params": parts[4]} if parts[4] else {"deviceId": parts[1]}
+        if n == 6 and parts[5] == "":
+            return {"deviceId": parts[1], "params": parts[4]}
+    return None
+
+
 def parse_telemetry(topic: str) -> Telemetry:
     """Decode a ``messages/events`` topic; raise TopicError (drop) if it matches no template or its bag
     is malformed."""
-    bound = match_templates(INBOUND_TEMPLATES, topic)
+    bound = _bind_fast(topic) or match_templates(INBOUND_TEMPLATES, topic)
     if bound is None:
         raise TopicError(f"topic {topic!r} is not a telemetry topic")
     try:
@@ -182,10 +215,8 @@ def module_input_topic(
     properties: Mapping[str, str | None],
     system_properties: Mapping[str, str | None],
 ) -> str:
-    address = fill_template(
-        OUTBOUND_TEMPLATES["ModuleEndpoint"],
-        {"deviceId": device_id, "moduleId": module_id, "inputName": input_name},
-    )
+    # OUTBOUND_TEMPLATES["ModuleEndpoint"], filled directly: this runs for every delivery.
+    address = f"devices/{device_id}/modules/{module_id}/inputs/{input_name}"
     return with_bag(address, outbound_bag(properties, system_properties))
 
 

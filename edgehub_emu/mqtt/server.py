@@ -140,6 +140,7 @@ class MqttConnection(asyncio.Protocol):
         self._keep_alive = MAX_KEEP_ALIVE_TIMEOUT
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
+        self._outbox: list[bytes] = []
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -214,7 +215,14 @@ class MqttConnection(asyncio.Protocol):
         return self.session.client_id if self.session else str(self.peer.address if self.peer else "?")
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        """Queue bytes for the client; everything written in one loop iteration goes out in one call."""
+        if not self._outbox:
+            self._loop.call_soon(self._flush_writes)
+        self._outbox.append(data)
+
+    def _flush_writes(self) -> None:
+        data, self._outbox = b"".join(self._outbox), []
+        if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def send_publish(self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool) -> None:
@@ -225,6 +233,7 @@ class MqttConnection(asyncio.Protocol):
             return
         self.closing = True
         log.info("closing connection of %s: %s", self._who(), reason)
+        self._flush_writes()  # a CONNACK refusal or the last PUBACKs go out before the close
         if self.transport is not None:
             self.transport.close()
 

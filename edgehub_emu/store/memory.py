@@ -29,6 +29,8 @@ class Entry:
     expires_at: float
     route: str
     attempts: int = 0
+    message_id: int = 0  # durable store: the row holding the body
+    copies: int = 1  # durable store: how many endpoint rows share that body
 
 
 @dataclass

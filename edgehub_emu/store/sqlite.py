@@ -18,9 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,6 +31,7 @@ from .memory import Entry
 
 log = logging.getLogger("edgehub_emu.store")
 
+SWITCH_INTERVAL = 0.0005
 PAGE = 512
 """Entries per (endpoint, priority) held in memory; the rest wait in the database."""
 
@@ -81,6 +80,13 @@ class _Endpoint:
         return sorted(p for p, lane in self.lanes.items() if lane.count)
 
 
+@dataclass(frozen=True, slots=True)
+class _Delete:
+    seq: int
+    message_id: int
+    copies: int
+
+
 @dataclass
 class _Add:
     rows: list[tuple[int, str, int, float, str]]  # (seq, endpoint, priority, expires, route)
@@ -109,10 +115,9 @@ class SqliteStore:
         ):
             lane = self._endpoint(endpoint).lanes.setdefault(priority, _Lane())
             lane.count, lane.unloaded = count, True
-        self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._failed: Exception | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="edgehub-store-writer", daemon=True)
-        self._writer.start()
+        self._pending: list[Any] = []
+        self._flush_scheduled = False
+        self._writer_db = self._reader
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -128,61 +133,72 @@ class SqliteStore:
 
     # --- writer thread ---------------------------------------------------------------------------
 
-    def _write_loop(self) -> None:
-        db = self._connect()
-        while True:
-            ops = [self._ops.get()]
-            while len(ops) < 2048:
-                try:
-                    ops.append(self._ops.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(op is None for op in ops)
-            ops = [op for op in ops if op is not None]
-            adds = [op for op in ops if isinstance(op, _Add)]
-            try:
-                db.execute("BEGIN")
-                for op in ops:
-                    if isinstance(op, _Add):
-                        self._insert(db, op)
-                    else:
-                        op(db)
-                db.execute("COMMIT")
-            except Exception as exc:  # disk full, I/O error: refuse these messages, keep serving
-                log.error("the store could not commit %d operations: %s", len(ops), exc)
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                self._loop.call_soon_threadsafe(self._fail, adds, exc)
-            else:
-                if adds:
-                    self._loop.call_soon_threadsafe(self._committed, adds)
-            if stop:
-                db.close()
-                return
+    def _enqueue(self, op: Any) -> None:
+        self._pending.append(op)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
-    def _insert(self, db: sqlite3.Connection, op: _Add) -> None:
-        message = op.message
-        message_id = op.rows[0][0]  # the first row's sequence doubles as the message id
-        db.execute(
-            "INSERT INTO messages (id, body, properties, system_properties, enqueued, refs) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                message_id,
-                message.body,
-                json.dumps(message.properties),
-                json.dumps(message.system_properties),
-                message.enqueued_time,
-                len(op.rows),
-            ),
-        )
-        db.executemany(
-            "INSERT INTO queue (seq, endpoint, priority, message_id, expires, route) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (seq, endpoint, priority, message_id, expires, route)
-                for seq, endpoint, priority, expires, route in op.rows
-            ],
-        )
+    def _flush(self) -> None:
+        """Commit everything queued during this loop iteration in one transaction."""
+        self._flush_scheduled = False
+        ops, self._pending = self._pending, []
+        if not ops:
+            return
+        db = self._writer_db
+        adds = [op for op in ops if isinstance(op, _Add)]
+        single: list[tuple[int]] = []  # (seq,) of entries whose body no other endpoint shares
+        shared: list[tuple[int, int]] = []  # (seq, message id)
+        purges = []
+        for op in ops:
+            if isinstance(op, _Delete):
+                if op.copies == 1:
+                    single.append((op.seq,))
+                else:
+                    shared.append((op.seq, op.message_id))
+            elif not isinstance(op, _Add):
+                purges.append(op)
+        try:
+            db.execute("BEGIN")
+            if adds:
+                db.executemany(
+                    "INSERT INTO messages (id, body, properties, system_properties, enqueued, refs) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            op.rows[0][0],
+                            op.message.body,
+                            json.dumps(op.message.properties),
+                            json.dumps(op.message.system_properties),
+                            op.message.enqueued_time,
+                            len(op.rows),
+                        )
+                        for op in adds
+                    ],
+                )
+                db.executemany(
+                    "INSERT INTO queue (seq, endpoint, priority, message_id, expires, route) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(*row[:3], op.rows[0][0], *row[3:]) for op in adds for row in op.rows],
+                )
+            if single:
+                db.executemany("DELETE FROM queue WHERE seq = ?", single)
+                db.executemany("DELETE FROM messages WHERE id = ?", single)
+            for seq, message_id in shared:
+                if db.execute("DELETE FROM queue WHERE seq = ?", (seq,)).rowcount:
+                    db.execute("UPDATE messages SET refs = refs - 1 WHERE id = ?", (message_id,))
+                    db.execute("DELETE FROM messages WHERE id = ? AND refs <= 0", (message_id,))
+            for purge in purges:
+                purge(db)
+            db.execute("COMMIT")
+        except Exception as exc:  # disk full, I/O error: refuse these messages, keep serving
+            log.error("the store could not commit %d operations: %s", len(ops), exc)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._fail(adds, exc)
+        else:
+            if adds:
+                self._committed(adds)
 
     # --- event loop side ---------------------------------------------------------------------------
 
@@ -198,7 +214,7 @@ class SqliteStore:
         if not rows:
             return None
         future: asyncio.Future[None] = self._loop.create_future()
-        self._ops.put(_Add(rows, message, future))
+        self._enqueue(_Add(rows, message, future))
         return future
 
     def _committed(self, adds: list[_Add]) -> None:
@@ -208,7 +224,19 @@ class SqliteStore:
                 lane = endpoint.lanes.setdefault(priority, _Lane())
                 lane.count += 1
                 if not lane.unloaded and len(lane.loaded) < PAGE:
-                    lane.loaded.append(Entry(seq, endpoint_id, priority, op.message, expires, route))
+                    lane.loaded.append(
+                        Entry(
+                            seq,
+                            endpoint_id,
+                            priority,
+                            op.message,
+                            expires,
+                            route,
+                            0,
+                            op.rows[0][0],
+                            len(op.rows),
+                        )
+                    )
                     lane.loaded_to = seq
                 else:
                     lane.unloaded = True
@@ -224,19 +252,22 @@ class SqliteStore:
 
     def _page_in(self, endpoint_id: str, priority: int, lane: _Lane) -> None:
         rows = self._reader.execute(
-            "SELECT q.seq, q.expires, q.route, m.body, m.properties, m.system_properties, m.enqueued "
+            "SELECT q.seq, q.expires, q.route, m.body, m.properties, m.system_properties, m.enqueued, "
+            "m.id, m.refs "
             "FROM queue q JOIN messages m ON m.id = q.message_id "
             "WHERE q.endpoint = ? AND q.priority = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
             (endpoint_id, priority, lane.loaded_to, PAGE),
         ).fetchall()
-        for seq, expires, route, body, props, sysprops, enqueued in rows:
+        for seq, expires, route, body, props, sysprops, enqueued, message_id, refs in rows:
             message = Message(
                 body=body,
                 properties=json.loads(props),
                 system_properties=json.loads(sysprops),
                 enqueued_time=enqueued,
             )
-            lane.loaded.append(Entry(seq, endpoint_id, priority, message, expires, route))
+            lane.loaded.append(
+                Entry(seq, endpoint_id, priority, message, expires, route, 0, message_id, refs)
+            )
             lane.loaded_to = seq
         if len(rows) < PAGE:
             lane.unloaded = False
@@ -267,7 +298,7 @@ class SqliteStore:
         lane.loaded.remove(entry)
         lane.count -= 1
         self.expired[entry.endpoint_id] = self.expired.get(entry.endpoint_id, 0) + 1
-        self._ops.put(_delete_op(entry.sequence))
+        self._enqueue(_Delete(entry.sequence, entry.message_id, entry.copies))
 
     def head(self, endpoint_id: str) -> Entry | None:
         return next(self._entries(endpoint_id), None)
@@ -291,7 +322,7 @@ class SqliteStore:
             except ValueError:
                 return
         lane.count -= 1
-        self._ops.put(_delete_op(entry.sequence))
+        self._enqueue(_Delete(entry.sequence, entry.message_id, entry.copies))
 
     async def wait(self, endpoint_id: str, timeout: float | None = None) -> None:
         endpoint = self._endpoint(endpoint_id)
@@ -333,26 +364,13 @@ class SqliteStore:
                     purged += beyond
                     if beyond:
                         self.expired[endpoint_id] = self.expired.get(endpoint_id, 0) + beyond
-        self._ops.put(_purge_op(now))
+        self._enqueue(_purge_op(now))
         return purged
 
     def close(self) -> None:
-        """Commit what is pending and stop the writer."""
-        self._ops.put(None)
-        self._writer.join(timeout=10)
+        """Commit what is pending and close the database."""
+        self._flush()
         self._reader.close()
-
-
-def _delete_op(seq: int) -> Callable[[sqlite3.Connection], None]:
-    def delete(db: sqlite3.Connection) -> None:
-        row = db.execute("SELECT message_id FROM queue WHERE seq = ?", (seq,)).fetchone()
-        if row is None:
-            return
-        db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
-        db.execute("UPDATE messages SET refs = refs - 1 WHERE id = ?", (row[0],))
-        db.execute("DELETE FROM messages WHERE id = ? AND refs <= 0", (row[0],))
-
-    return delete
 
 
 def _purge_op(now: float) -> Callable[[sqlite3.Connection], None]:
