@@ -1,9 +1,10 @@
 """Durable endpoint queues in SQLite: what makes at-least-once survive a restart or a ``kill -9``.
 
-- WAL mode, one writer thread, group commit: every add (and removal) goes to the writer, which
-  commits whatever has piled up in one transaction and then resolves the adds' futures. A publish is
+- WAL mode, group commit: every add (and removal) is queued, and once per event-loop iteration all
+  that piled up is committed in one transaction, after which the adds' futures resolve. A publish is
   acknowledged only after its future resolves, i.e. after the commit; ``synchronous=NORMAL`` in WAL
-  mode keeps every commit through a process crash (a power cut may lose the last few).
+  mode keeps every commit through a process crash (a power cut may lose the last few). Committing
+  from the loop measured faster than a writer thread here (no hand-off, no contention for the GIL).
 - A body is stored once (``messages``) and referenced by a row per endpoint it routes to (``queue``).
 - Memory stays flat with a large backlog: per (endpoint, priority) only a page of the oldest entries is
   held in memory; the rest is read from the database as the queue drains.
@@ -31,7 +32,6 @@ from .memory import Entry
 
 log = logging.getLogger("edgehub_emu.store")
 
-SWITCH_INTERVAL = 0.0005
 PAGE = 512
 """Entries per (endpoint, priority) held in memory; the rest wait in the database."""
 
@@ -117,10 +117,9 @@ class SqliteStore:
             lane.count, lane.unloaded = count, True
         self._pending: list[Any] = []
         self._flush_scheduled = False
-        self._writer_db = self._reader
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
@@ -131,7 +130,7 @@ class SqliteStore:
             endpoint = self._endpoints[endpoint_id] = _Endpoint()
         return endpoint
 
-    # --- writer thread ---------------------------------------------------------------------------
+    # --- group commit ----------------------------------------------------------------------------
 
     def _enqueue(self, op: Any) -> None:
         self._pending.append(op)
@@ -145,7 +144,7 @@ class SqliteStore:
         ops, self._pending = self._pending, []
         if not ops:
             return
-        db = self._writer_db
+        db = self._reader
         adds = [op for op in ops if isinstance(op, _Add)]
         single: list[tuple[int]] = []  # (seq,) of entries whose body no other endpoint shares
         shared: list[tuple[int, int]] = []  # (seq, message id)
