@@ -41,8 +41,17 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+# amqtt's broker is a peer in the benchmark; it gets its own environment.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+
+$(BENCH_STAMP):
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet amqtt==0.12.1
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SDK_VENV) $(BENCH_VENV) .pytest_cache build *.egg-info

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from . import mqtt_bench, routing_bench
+from . import mqtt_bench, routing_bench, store_bench
 
 
 def main() -> int:
     print("edgehub-emu benchmarks (one process, one core; median of repeated runs)\n")
     results = routing_bench.run()
     results += mqtt_bench.run()
+    results += store_bench.run()
     width = max(len(r.name) for r in results)
     missed = 0
     for r in results:

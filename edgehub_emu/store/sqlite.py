@@ -33,7 +33,10 @@ from .memory import Entry
 log = logging.getLogger("edgehub_emu.store")
 
 PAGE = 512
-"""Entries per (endpoint, priority) held in memory; the rest wait in the database."""
+"""Entries read from the database at a time when a queue drains past what is in memory."""
+IN_MEMORY = 4096
+"""Newly committed entries per (endpoint, priority) kept in memory; beyond that they wait in the
+database (a queue that falls behind under load need not read back what it just wrote)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -103,14 +106,12 @@ class SqliteStore:
         self.expired: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._reader = self._connect()
-        self._reader.executescript(_SCHEMA)
+        self._db = self._connect()
+        self._db.executescript(_SCHEMA)
         self._endpoints: dict[str, _Endpoint] = {}
-        self._next_seq = 1 + (self._reader.execute("SELECT coalesce(max(seq), 0) FROM queue").fetchone()[0])
-        self._next_message = (
-            1 + (self._reader.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
-        )
-        for endpoint, priority, count in self._reader.execute(
+        self._next_seq = 1 + (self._db.execute("SELECT coalesce(max(seq), 0) FROM queue").fetchone()[0])
+        self._next_message = 1 + (self._db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
+        for endpoint, priority, count in self._db.execute(
             "SELECT endpoint, priority, count(*) FROM queue GROUP BY endpoint, priority"
         ):
             lane = self._endpoint(endpoint).lanes.setdefault(priority, _Lane())
@@ -144,7 +145,7 @@ class SqliteStore:
         ops, self._pending = self._pending, []
         if not ops:
             return
-        db = self._reader
+        db = self._db
         adds = [op for op in ops if isinstance(op, _Add)]
         single: list[tuple[int]] = []  # (seq,) of entries whose body no other endpoint shares
         shared: list[tuple[int, int]] = []  # (seq, message id)
@@ -222,7 +223,7 @@ class SqliteStore:
                 endpoint = self._endpoint(endpoint_id)
                 lane = endpoint.lanes.setdefault(priority, _Lane())
                 lane.count += 1
-                if not lane.unloaded and len(lane.loaded) < PAGE:
+                if not lane.unloaded and len(lane.loaded) < IN_MEMORY:
                     lane.loaded.append(
                         Entry(
                             seq,
@@ -250,7 +251,7 @@ class SqliteStore:
                 op.future.set_exception(StoreError(f"the message could not be stored: {exc}"))
 
     def _page_in(self, endpoint_id: str, priority: int, lane: _Lane) -> None:
-        rows = self._reader.execute(
+        rows = self._db.execute(
             "SELECT q.seq, q.expires, q.route, m.body, m.properties, m.system_properties, m.enqueued, "
             "m.id, m.refs "
             "FROM queue q JOIN messages m ON m.id = q.message_id "
@@ -354,7 +355,7 @@ class SqliteStore:
                     self._drop_expired(lane, entry)
                     purged += 1
                 if lane.unloaded:
-                    (beyond,) = self._reader.execute(
+                    (beyond,) = self._db.execute(
                         "SELECT count(*) FROM queue "
                         "WHERE endpoint = ? AND priority = ? AND seq > ? AND expires <= ?",
                         (endpoint_id, priority, lane.loaded_to, now),
@@ -369,7 +370,7 @@ class SqliteStore:
     def close(self) -> None:
         """Commit what is pending and close the database."""
         self._flush()
-        self._reader.close()
+        self._db.close()
 
 
 def _purge_op(now: float) -> Callable[[sqlite3.Connection], None]:

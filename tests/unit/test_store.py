@@ -135,7 +135,7 @@ async def test_a_body_routed_to_several_endpoints_is_stored_once(tmp_path: Path)
 async def test_a_large_backlog_is_paged_not_held_in_memory(tmp_path: Path):
     path = tmp_path / "store.sqlite"
     store = SqliteStore(path)
-    total = sqlite_store.PAGE * 4 + 7
+    total = sqlite_store.IN_MEMORY + sqlite_store.PAGE * 2 + 7
     await asyncio.gather(*(put(store, str(i).encode()) for i in range(total)))
     store.close()
     again = SqliteStore(path)

@@ -1,0 +1,299 @@
+"""Brokers under test and the load generator the benchmarks share.
+
+- ``HubProcess``: ``edgehub-emu run`` in its own process, with ``pairs`` sensor→filter module pairs
+  (``sensor{i}/outputs/out`` routed to ``filter{i}/inputs/in``), durable store by default.
+- ``Mosquitto`` and ``Amqtt``: plain brokers on a free loopback port, anonymous.
+- ``pair_throughput``: one publisher and one subscriber per process, several processes at once, so that
+  the Python clients are not what is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from edgehub_emu.identity import IdentityRegistry, make_token
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE = "edge-device"
+IOTHUB = "edgehub-emu.azure-devices.net"
+AMQTT = ROOT / ".venv-bench" / "bin" / "amqtt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manifest(pairs: int) -> dict:
+    modules = [f"sensor{i}" for i in range(pairs)] + [f"filter{i}" for i in range(pairs)]
+    return {
+        "$edgeAgent": {
+            "properties.desired": {
+                "schemaVersion": "1.1",
+                "runtime": {"type": "docker", "settings": {}},
+                "systemModules": {
+                    "edgeAgent": {"type": "docker", "settings": {"image": "agent"}},
+                    "edgeHub": {"type": "docker", "settings": {"image": "hub"}},
+                },
+                "modules": {
+                    m: {
+                        "type": "docker",
+                        "status": "running",
+                        "restartPolicy": "always",
+                        "settings": {"image": m},
+                    }
+                    for m in modules
+                },
+            }
+        },
+        "$edgeHub": {
+            "properties.desired": {
+                "schemaVersion": "1.1",
+                "routes": {
+                    f"r{i}": f"FROM /messages/modules/sensor{i}/outputs/out "
+                    f'INTO BrokeredEndpoint("/modules/filter{i}/inputs/in")'
+                    for i in range(pairs)
+                },
+            }
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one publisher/subscriber pair connects, and as whom (picklable for worker processes)."""
+
+    host: str
+    port: int
+    ca_file: str | None
+    publish_topic: str
+    subscribe_filter: str
+    publisher: tuple[str, str, str]  # client id, user name, password
+    subscriber: tuple[str, str, str]
+
+
+class HubProcess:
+    def __init__(
+        self, pairs: int = 1, data: Path | None = None, leaves: list[str] | None = None, **flags: str
+    ) -> None:
+        self.pairs = pairs
+        self.dir = Path(tempfile.mkdtemp(prefix="edgehub-bench-"))
+        self.data = data or self.dir / "data"
+        self.leaves = leaves or []
+        (self.dir / "deployment.json").write_text(json.dumps(manifest(pairs)))
+        exe = Path(sys.executable).with_name("edgehub-emu")
+        env = {**os.environ, "EDGEHUB_EMU_LEAF_DEVICES": ",".join(self.leaves)}
+        args = [
+            str(exe),
+            "run",
+            "-m",
+            str(self.dir / "deployment.json"),
+            "--data-dir",
+            str(self.data),
+            "--mqtts-port",
+            "0",
+            "--https-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--no-watch",
+        ]
+        for flag, value in flags.items():
+            args += [f"--{flag.replace('_', '-')}", value]
+        (self.data / "endpoints.json").unlink(missing_ok=True)
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if "ready" in line:
+                break
+        self.ready_after = time.perf_counter() - started
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        self.endpoints = json.loads((self.data / "endpoints.json").read_text())
+        modules = [f"sensor{i}" for i in range(pairs)] + [f"filter{i}" for i in range(pairs)]
+        self.registry = IdentityRegistry(DEVICE, modules, self.leaves, path=self.data / "identities.json")
+
+    def credentials(self, module: str) -> tuple[str, str, str]:
+        ident = self.registry.module(module)
+        assert ident is not None
+        token = make_token(
+            f"{IOTHUB}/devices/{DEVICE}/modules/{module}", ident.primary_key, int(time.time()) + 7200
+        )
+        return ident.id, f"{IOTHUB}/{ident.id}/?api-version=2019-10-01", token
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.endpoints["ca_file"])
+
+    def target(self, tls: bool, pair: int = 0) -> Target:
+        return Target(
+            "127.0.0.1",
+            self.endpoints["mqtts_port"] if tls else self.endpoints["mqtt_port"],
+            self.endpoints["ca_file"] if tls else None,
+            f"devices/{DEVICE}/modules/sensor{pair}/messages/events/%24.on=out",
+            f"devices/{DEVICE}/modules/filter{pair}/#",
+            self.credentials(f"sensor{pair}"),
+            self.credentials(f"filter{pair}"),
+        )
+
+    def memory_mb(self, field: str = "VmRSS") -> float:
+        return memory_mb(self.process.pid, field)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """VmRSS (now) or VmHWM (peak) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PlainBroker:
+    """A broker process on a free loopback port with anonymous clients."""
+
+    name = "broker"
+
+    def __init__(self, command: list[str], config_name: str, config: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-bench-"))
+        self.port = free_port()
+        (self.dir / config_name).write_text(config.format(port=self.port))
+        self.process = subprocess.Popen(
+            [*command, str(self.dir / config_name)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+    def target(self, tls: bool = False, pair: int = 0) -> Target:
+        return Target(
+            "127.0.0.1",
+            self.port,
+            None,
+            f"bench/{pair}",
+            f"bench/{pair}",
+            (f"pub{pair}", "", ""),
+            (f"sub{pair}", "", ""),
+        )
+
+    def memory_mb(self, field: str = "VmRSS") -> float:
+        return memory_mb(self.process.pid, field)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Mosquitto(PlainBroker):
+    name = "mosquitto"
+
+    def __init__(self) -> None:
+        config = "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+        super().__init__(["mosquitto", "-c"], "mosquitto.conf", config)
+
+
+class Amqtt(PlainBroker):
+    name = "amqtt"
+
+    def __init__(self) -> None:
+        config = (
+            "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        )
+        super().__init__([str(AMQTT), "-c"], "amqtt.yaml", config)
+
+
+def client(target: Target, role: str, on_message=None) -> mqtt.Client:
+    client_id, username, password = target.publisher if role == "pub" else target.subscriber
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if username:
+        c.username_pw_set(username, password)
+    if target.ca_file is not None:
+        c.tls_set_context(ssl.create_default_context(cafile=target.ca_file))
+    c.max_inflight_messages_set(100)
+    c.max_queued_messages_set(0)
+    if on_message is not None:
+        c.on_message = on_message
+    connected = threading.Event()
+    c.on_connect = lambda *_: connected.set()
+    c.connect(target.host, target.port, 60)
+    c.loop_start()
+    connected.wait(10)
+    return c
+
+
+def subscribed_pair(target: Target, on_message) -> tuple[mqtt.Client, mqtt.Client]:
+    """A subscriber (subscribed at QoS 1) and a publisher, both connected."""
+    subscriber = client(target, "sub", on_message)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    subscriber.subscribe(target.subscribe_filter, 1)
+    subscribed.wait(10)
+    return subscriber, client(target, "pub")
+
+
+def _pair_worker(target: Target, count: int, size: int, start_at: float, queue) -> None:
+    received = 0
+    done = threading.Event()
+
+    def on_message(_c, _u, _m) -> None:
+        nonlocal received
+        received += 1
+        if received == count:
+            done.set()
+
+    subscriber, publisher = subscribed_pair(target, on_message)
+    payload = b"x" * size
+    while time.time() < start_at:
+        time.sleep(0.001)
+    began = time.time()
+    for _ in range(count):
+        publisher.publish(target.publish_topic, payload, qos=1)
+    done.wait(180)
+    ended = time.time()
+    for c in (publisher, subscriber):
+        c.disconnect()
+        c.loop_stop()
+    queue.put((received, began, ended))
+
+
+def pair_throughput(targets: list[Target], count: int, size: int) -> float:
+    """Messages per second over all pairs, each pair in its own process."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    start_at = time.time() + 2.0
+    workers = [
+        context.Process(target=_pair_worker, args=(t, count, size, start_at, results)) for t in targets
+    ]
+    for w in workers:
+        w.start()
+    outcomes = [results.get(timeout=240) for _ in workers]
+    for w in workers:
+        w.join(10)
+    received = sum(o[0] for o in outcomes)
+    return received / (max(o[2] for o in outcomes) - min(o[1] for o in outcomes))
