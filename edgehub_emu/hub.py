@@ -164,6 +164,9 @@ class EdgeHub:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.endpoints is not None:  # endpoints.json says a hub is running: not any more
+            (self.settings.data_dir / "endpoints.json").unlink(missing_ok=True)
+            self.endpoints = None
 
     def _tls(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -136,6 +136,7 @@ def test_console_script_runs_the_hub_until_interrupted(tmp_path: Path):
         assert endpoints["mqtts_port"] > 0 and endpoints["https_port"] > 0
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
+        assert not (tmp_path / "endpoints.json").exists()  # no hub runs here any more
     finally:
         process.kill()
 
