@@ -8,7 +8,7 @@ from . import mqtt_bench, routing_bench, store_bench
 
 
 def main() -> int:
-    print("edgehub-emu benchmarks (one process, one core; median of repeated runs)\n")
+    print("edgehub-emu benchmarks on this machine (what each figure measures: bench/*.py docstrings)\n")
     results = routing_bench.run()
     results += mqtt_bench.run()
     results += store_bench.run()
