@@ -14,6 +14,7 @@ delivers to the configured upstream sink the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -173,6 +174,12 @@ class Deliveries:
             if state is None:
                 log.debug("%s is not connected and subscribed for module messages: waiting", identity)
                 await self.head.wait_for_change(identity, RECHECK)
+            elif entry is not None:
+                # Another input of this module holds the client's window: wait for a free slot.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECHECK):
+                        await window.acquire()
+                        window.release()
             else:
                 await self.store.wait(endpoint.id, RECHECK)
 

@@ -147,3 +147,19 @@ async def test_metrics_use_edgehubs_names(start_hub):
     assert 'to="iothub"} 1.0' in text
     assert "edgehub_connected_clients{" in text
     sender.stop()
+
+
+async def test_two_inputs_of_one_module_share_the_window_without_stalling(start_hub):
+    """With edgeHub's pacing (one in flight per client across inputs) both inputs keep flowing."""
+    hub = await start_hub(manifest({"a": route("a", "in1"), "b": route("b", "in2")}), delivery_window=1)
+    sender = await hub.client("SimulatedTemperatureSensor")
+    for i in range(10):
+        await sender.publish(f"{OUT}{'a' if i % 2 == 0 else 'b'}", f"m{i}")
+    receiver = await hub.client("filtermodule")
+    started = asyncio.get_running_loop().time()
+    await receiver.subscribe(INPUTS)
+    got = sorted([(await receiver.next(timeout=10)).payload.decode() for _ in range(10)])
+    assert got == sorted(f"m{i}" for i in range(10))
+    assert asyncio.get_running_loop().time() - started < 3  # no 5-second waits between inputs
+    sender.stop()
+    receiver.stop()
