@@ -274,6 +274,13 @@ def run(
     mqtt_port: int | None = typer.Option(
         None, "--mqtt-port", help="Plain MQTT for local tools, loopback only [off]."
     ),
+    http_port: int | None = typer.Option(
+        None, "--http-port", help="Management API (HTTP) [53000]; 0: a free port."
+    ),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Prometheus metrics [9600]."),
+    api_token: str | None = typer.Option(
+        None, "--api-token", help="Bearer token for the management API; needed to serve it beyond loopback."
+    ),
     store: str | None = typer.Option(
         None, "--store", help="sqlite (durable, in the data directory) or memory [sqlite]."
     ),
@@ -300,6 +307,9 @@ def run(
             raise typer.BadParameter("sqlite or memory", param_hint="--store")
         settings = dataclasses.replace(settings, store=store)
     settings = dataclasses.replace(settings, watch_manifest=watch)
+    for name, value in (("http_port", http_port), ("metrics_port", metrics_port), ("api_token", api_token)):
+        if value is not None:
+            settings = dataclasses.replace(settings, **{name: value})
     deployment, table = _load(manifest, settings.device_id, env_file)
     try:
         hub = EdgeHub(
@@ -352,6 +362,10 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
         out.print(f"  MQTT over WebSocket  wss://{e.hostname}:{e.https_port}/$iothub/websocket")
     if e.mqtt_port is not None:
         out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}")
+    if e.http_port is not None:
+        out.print(f"  management API       http://127.0.0.1:{e.http_port}   (docs: /openapi.json)")
+    if e.metrics_port is not None:
+        out.print(f"  metrics              http://127.0.0.1:{e.metrics_port}/metrics")
     out.print(f"  edge CA certificate  {e.ca_file}")
     out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
     modules = hub.deployment.module_names

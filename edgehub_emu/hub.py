@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import websocket_handler
+from .api import management, management_app, websocket_handler
 from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
@@ -48,6 +48,8 @@ class Endpoints:
     https_port: int | None
     mqtt_port: int | None
     ca_file: Path
+    http_port: int | None = None
+    metrics_port: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,8 @@ class Endpoints:
             "mqtts_port": self.mqtts_port,
             "https_port": self.https_port,
             "mqtt_port": self.mqtt_port,
+            "http_port": self.http_port,
+            "metrics_port": self.metrics_port,
             "ca_file": str(self.ca_file),
         }
 
@@ -81,6 +85,7 @@ class EdgeHub:
         self.store: MemoryStore | SqliteStore | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._runner: web.AppRunner | None = None
+        self._http_runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Future[Any]] = []
         self.endpoints: Endpoints | None = None
         self.metrics = registry_for(self)
@@ -157,6 +162,9 @@ class EdgeHub:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for runner in self._http_runners:
+            await runner.cleanup()
+        self._http_runners = []
         log.debug("stop: HTTPS listener closed")
         if hasattr(self, "deliveries"):
             await self.deliveries.stop()
@@ -215,9 +223,36 @@ class EdgeHub:
                 site = web.TCPSite(self._runner, s.host, 0, ssl_context=tls)
                 await site.start()
             https = self._runner.addresses[0][1]
+        http = await self._serve_http("management API", s.http_port, management_app(self, s.api_token))
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", management.metrics)
+        metrics_app[management.HUB] = self
+        metrics_port = await self._serve_http("metrics", s.metrics_port, metrics_app)
         self.endpoints = Endpoints(
-            s.host, s.gateway_hostname, mqtts, https, mqtt, self.certificates.ca_cert.resolve()
+            s.host,
+            s.gateway_hostname,
+            mqtts,
+            https,
+            mqtt,
+            self.certificates.ca_cert.resolve(),
+            http,
+            metrics_port,
         )
+
+    async def _serve_http(self, what: str, port: int | None, app: web.Application) -> int | None:
+        """Serve ``app`` over plain HTTP; only on loopback unless an API token protects it."""
+        if port is None:
+            return None
+        s = self.settings
+        host = s.host
+        if not is_loopback(host) and s.api_token is None:
+            host = "127.0.0.1"
+            log.warning("the %s listens on 127.0.0.1 only: set an API token to serve it on %s", what, s.host)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._http_runners.append(runner)
+        await self._bind(what, port, web.TCPSite(runner, host, port).start())
+        return runner.addresses[0][1]
 
     async def _bind(self, what: str, port: int, starting: Any) -> Any:
         try:

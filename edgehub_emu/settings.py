@@ -56,6 +56,9 @@ class Settings:
     mqtts_port: int | None = field(default_factory=lambda: _env_port("MQTTS_PORT", 8883))
     https_port: int | None = field(default_factory=lambda: _env_port("HTTPS_PORT", 443))
     mqtt_port: int | None = field(default_factory=lambda: _env_port("MQTT_PORT", None))
+    http_port: int | None = field(default_factory=lambda: _env_port("HTTP_PORT", 53000))
+    metrics_port: int | None = field(default_factory=lambda: _env_port("METRICS_PORT", 9600))
+    api_token: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_API_TOKEN") or None)
     leaf_devices: tuple[str, ...] = field(default_factory=lambda: _env_list("LEAF_DEVICES"))
     extra_names: tuple[str, ...] = field(default_factory=lambda: _env_list("CERT_NAMES"))
     store: str = field(default_factory=lambda: _env("STORE", "sqlite"))  # "sqlite" (durable) or "memory"

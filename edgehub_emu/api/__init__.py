@@ -1,5 +1,6 @@
-"""HTTP faces of the hub (aiohttp): MQTT over WebSocket today."""
+"""HTTP faces of the hub (aiohttp): the management API, metrics, and MQTT over WebSocket."""
 
+from .management import management_app
 from .websocket import WebSocketTransport, websocket_handler
 
-__all__ = ["WebSocketTransport", "websocket_handler"]
+__all__ = ["WebSocketTransport", "management_app", "websocket_handler"]

@@ -44,6 +44,10 @@ class UpstreamCapture:
         async with self._changed:
             self._changed.notify_all()
 
+    @property
+    def last_sequence(self) -> int:
+        return self._sequence
+
     def messages(self, since: int = 0) -> list[UpstreamRecord]:
         return [r for r in self._records if r.sequence > since]
 

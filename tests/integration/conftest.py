@@ -165,7 +165,14 @@ async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     hubs: list[EdgeHub] = []
 
     async def start(deployment=None, data_dir: Path | None = None, **settings: Any) -> Hub:
-        values = {"data_dir": data_dir or tmp_path, "host": "127.0.0.1", "mqtts_port": 0, "https_port": 0}
+        values = {
+            "data_dir": data_dir or tmp_path,
+            "host": "127.0.0.1",
+            "mqtts_port": 0,
+            "https_port": 0,
+            "http_port": 0,
+            "metrics_port": 0,
+        }
         values.update(settings)
         if "manifest" in settings and deployment is None:
             hub = EdgeHub(Settings(**values))  # loads (and may watch) the manifest file itself

@@ -118,7 +118,9 @@ async def sdk_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     modules: list[SdkModule] = []
 
     async def start(address: str) -> tuple[EdgeHub, Callable[..., Any]]:
-        settings = Settings(data_dir=tmp_path, host=address, mqtts_port=8883, https_port=443)
+        settings = Settings(
+            data_dir=tmp_path, host=address, mqtts_port=8883, https_port=443, http_port=0, metrics_port=0
+        )
         hub = EdgeHub(settings, deployment=deployment())
         await hub.start()
         hubs.append(hub)
@@ -232,6 +234,10 @@ async def test_run_and_creds_from_the_command_line_serve_sdk_modules(tmp_path: P
         "--host",
         "127.0.0.5",
         "--https-port",
+        "0",
+        "--http-port",
+        "0",
+        "--metrics-port",
         "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

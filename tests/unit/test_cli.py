@@ -123,6 +123,10 @@ def test_console_script_runs_the_hub_until_interrupted(tmp_path: Path):
         "0",
         "--https-port",
         "0",
+        "--http-port",
+        "0",
+        "--metrics-port",
+        "0",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -1,0 +1,319 @@
+"""The management API: the cloud side of the hub over HTTP (aiohttp), for tools, tests and curl.
+
+Paths mirror IoT Hub's service REST API where one exists. JSON in and out; every error is
+``{"error": {"code": ..., "message": ...}}`` with a message that says what to fix. Handlers are small:
+validate, call the hub, shape the answer. Loopback only unless the hub has an API token, which every
+request must then carry as ``Authorization: Bearer <token>``.
+
+Message properties travel in headers, as in IoT Hub's HTTPS device API: ``iothub-app-<name>`` for
+application properties, ``iothub-messageid``, ``iothub-correlationid``, ``content-type``,
+``content-encoding`` for the system ones. Bodies are taken byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..metrics import render
+from ..protocol_head import MethodError
+from ..routing import DEFAULT_TIME_TO_LIVE_SECS, Message, ModuleEndpoint, RoutedEndpoint
+from .openapi import OPENAPI
+
+if TYPE_CHECKING:
+    from ..hub import EdgeHub
+    from ..upstream import UpstreamRecord
+
+HUB: web.AppKey[EdgeHub] = web.AppKey("hub")
+TOKEN: web.AppKey[str | None] = web.AppKey("token")
+STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
+
+APP_PREFIX = "iothub-app-"
+SYSTEM_HEADERS = {
+    "iothub-messageid": "messageId",
+    "iothub-correlationid": "cid",
+    "content-type": "contentType",
+    "content-encoding": "contentEncoding",
+    "iothub-contenttype": "contentType",
+    "iothub-contentencoding": "contentEncoding",
+}
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors_and_auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+):
+    token = request.app[TOKEN]
+    if token is not None:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given, f"Bearer {token}"):
+            return error(401, "Unauthorized", "send the hub's API token as 'Authorization: Bearer <token>'")
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
+        raise
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json(loads=json.loads)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"the request body is not JSON: {exc}") from None
+
+
+def _module_id(request: web.Request) -> str:
+    hub = request.app[HUB]
+    device, module = request.match_info["device"], request.match_info["module"]
+    identity_id = f"{device}/{module}"
+    if hub.identities.get(identity_id) is None:
+        raise web.HTTPNotFound(
+            text=f"no module {identity_id!r}: the deployment has {', '.join(hub.deployment.module_names)}"
+        )
+    return identity_id
+
+
+async def invoke_method(request: web.Request) -> web.Response:
+    identity_id = _module_id(request)
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("methodName"), str):
+        return error(400, "BadRequest", "the body needs a string 'methodName' (and optionally 'payload')")
+    try:
+        response_timeout = float(body.get("responseTimeoutInSeconds", 30))
+        connect_timeout = float(body.get("connectTimeoutInSeconds", 0))
+    except (TypeError, ValueError):
+        return error(
+            400, "BadRequest", "responseTimeoutInSeconds and connectTimeoutInSeconds must be numbers"
+        )
+    try:
+        result = await request.app[HUB].invoke_method(
+            identity_id,
+            body["methodName"],
+            body.get("payload"),
+            response_timeout=response_timeout,
+            connect_timeout=connect_timeout,
+        )
+    except MethodError as exc:
+        code = {404: "DeviceNotOnline", 504: "GatewayTimeout", 400: "BadRequest"}.get(exc.status, "Error")
+        return error(exc.status, code, str(exc))
+    return web.json_response({"status": result.status, "payload": result.payload})
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _twin(hub: EdgeHub, identity_id: str) -> dict[str, Any]:
+    twin = hub.twins.twin(identity_id)
+    document = twin.document()
+    document["desired"]["$metadata"] = {"$lastUpdated": _iso(twin.desired_updated)}
+    document["reported"]["$metadata"] = {"$lastUpdated": _iso(twin.reported_updated)}
+    device, _, module = identity_id.partition("/")
+    return {"deviceId": device, "moduleId": module, "properties": document}
+
+
+async def get_twin(request: web.Request) -> web.Response:
+    identity_id = _module_id(request)
+    return web.json_response(_twin(request.app[HUB], identity_id))
+
+
+async def patch_twin(request: web.Request) -> web.Response:
+    identity_id = _module_id(request)
+    body = await _json(request)
+    desired = body.get("properties", {}).get("desired") if isinstance(body, dict) else None
+    if not isinstance(desired, dict):
+        return error(400, "BadRequest", 'the body needs {"properties": {"desired": {...}}}')
+    request.app[HUB].patch_desired(identity_id, desired)
+    return web.json_response(_twin(request.app[HUB], identity_id))
+
+
+def _properties(request: web.Request) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    app: dict[str, str | None] = {}
+    system: dict[str, str | None] = {}
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower.startswith(APP_PREFIX):
+            app[name[len(APP_PREFIX) :]] = value
+        elif lower in SYSTEM_HEADERS:
+            system[SYSTEM_HEADERS[lower]] = value
+    if system.get("contentType") == "application/octet-stream":
+        del system["contentType"]  # what HTTP clients send by default is no message content type
+    return app, system
+
+
+async def inject_input(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    module, input_name = request.match_info["module"], request.match_info["input"]
+    if module not in hub.deployment.module_names:
+        raise web.HTTPNotFound(
+            text=f"no module {module!r}: the deployment has {', '.join(hub.deployment.module_names)}"
+        )
+    app, system = _properties(request)
+    system.setdefault("connectionDeviceId", hub.settings.device_id)
+    message = Message(body=await request.read(), properties=app, system_properties=system)
+    endpoint = ModuleEndpoint(hub.settings.device_id, module, input_name)
+    ttl = hub.route_table.global_ttl_secs if hub.route_table else DEFAULT_TIME_TO_LIVE_SECS
+    done = hub.store.add(message, [RoutedEndpoint(endpoint, 0, ttl, "api")])
+    if done is not None:
+        await done
+    hub.deliveries.ensure(endpoint)
+    return web.json_response({"queued": endpoint.id, "timeToLiveSecs": ttl}, status=202)
+
+
+async def send_c2d(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    app, system = _properties(request)
+    try:
+        hub.head.send_c2d(request.match_info["device"], await request.read(), app, system)
+    except MethodError as exc:
+        return error(exc.status, "DeviceNotOnline", str(exc))
+    return web.json_response({"sent": True}, status=202)
+
+
+def record_json(record: UpstreamRecord) -> dict[str, Any]:
+    body = record.message.body
+    try:
+        text: str | None = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "sequence": record.sequence,
+        "origin": record.origin,
+        "enqueuedTime": _iso(record.message.enqueued_time),
+        "receivedTime": _iso(record.received_at),
+        "properties": record.message.properties,
+        "systemProperties": record.message.system_properties,
+        "body": text,
+        "bodyBase64": base64.b64encode(body).decode("ascii"),
+    }
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be a whole number") from None
+
+
+async def upstream_messages(request: web.Request) -> web.Response:
+    since = _int(request, "since", 0)
+    limit = _int(request, "limit", 100)
+    records = request.app[HUB].upstream.messages(since)[:limit]
+    return web.json_response({"messages": [record_json(r) for r in records]})
+
+
+async def upstream_stream(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: one ``message`` event per upstream message, as they arrive."""
+    since = _int(request, "since", request.app[HUB].upstream.last_sequence)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    upstream = request.app[HUB].upstream
+    streams = request.app[STREAMS]
+    task = asyncio.current_task()
+    assert task is not None
+    streams.add(task)
+    try:
+        while True:
+            try:
+                record = await upstream.wait_for(timeout=15, since=since)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            since = record.sequence
+            event = f"id: {record.sequence}\nevent: message\ndata: {json.dumps(record_json(record))}\n\n"
+            await response.write(event.encode())
+    except asyncio.CancelledError:
+        return response  # the hub is stopping: end the stream
+    finally:
+        streams.discard(task)
+
+
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown, end open event streams instead of waiting for their next keep-alive."""
+    for task in list(app[STREAMS]):
+        task.cancel()
+
+
+async def status(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    identities = []
+    for identity in hub.identities:
+        state = hub.head.clients.get(identity.id)
+        identities.append(
+            {
+                "id": identity.id,
+                "kind": "module"
+                if identity.module_id
+                else ("leaf device" if identity.leaf else "edge device"),
+                "connected": state is not None,
+                "subscriptions": sorted(state.session.subscriptions) if state else [],
+            }
+        )
+    queues = [
+        {"endpoint": endpoint, "priority": priority, "messages": count}
+        for endpoint in hub.store.endpoints()
+        for priority, count in hub.store.depth(endpoint).items()
+    ]
+    routes = [
+        {
+            "name": r.name,
+            "route": r.text,
+            "priority": r.priority,
+            "timeToLiveSecs": r.time_to_live_secs or hub.route_table.global_ttl_secs,
+            "hits": hub.route_table.hits.get(r.name, 0),
+        }
+        for r in hub.route_table.routes
+    ]
+    return web.json_response(
+        {"deviceId": hub.settings.device_id, "identities": identities, "queues": queues, "routes": routes}
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=render(request.app[HUB].metrics), content_type="text/plain")
+
+
+ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+    ("POST", "/twins/{device}/modules/{module}/methods", invoke_method),
+    ("GET", "/twins/{device}/modules/{module}", get_twin),
+    ("PATCH", "/twins/{device}/modules/{module}", patch_twin),
+    ("POST", "/modules/{module}/inputs/{input}/messages", inject_input),
+    ("POST", "/devices/{device}/messages/devicebound", send_c2d),
+    ("GET", "/upstream/messages", upstream_messages),
+    ("GET", "/upstream/stream", upstream_stream),
+    ("GET", "/status", status),
+    ("GET", "/health", health),
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/metrics", metrics),
+]
+
+
+def management_app(hub: EdgeHub, token: str | None = None) -> web.Application:
+    app = web.Application(middlewares=[errors_and_auth])
+    app[HUB] = hub
+    app[TOKEN] = token
+    app[STREAMS] = set()
+    app.on_shutdown.append(_end_streams)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,194 @@
+"""The management API over real HTTP: methods, twins, input injection, C2D, upstream, status, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import unquote
+
+import aiohttp
+import pytest
+
+from edgehub_emu.api.management import ROUTES
+from edgehub_emu.api.openapi import OPENAPI
+
+from .conftest import DEVICE
+
+
+def api(hub) -> str:
+    return f"http://127.0.0.1:{hub.hub.endpoints.http_port}"
+
+
+async def test_invoke_method_answers_404_and_200(start_hub):
+    hub = await start_hub()
+    url = f"{api(hub)}/twins/{DEVICE}/modules/filtermodule/methods"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"methodName": "reset"}) as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["code"] == "DeviceNotOnline"
+        module = await hub.client("filtermodule")
+        await module.subscribe("$iothub/methods/POST/#")
+
+        async def answer() -> None:
+            request = await module.next()
+            rid = request.topic.split("$rid=")[1]
+            await module.publish(
+                f"$iothub/methods/res/200/?$rid={rid}", json.dumps({"got": json.loads(request.payload)})
+            )
+
+        answering = asyncio.ensure_future(answer())
+        async with http.post(
+            url, json={"methodName": "reset", "payload": {"hard": True}, "responseTimeoutInSeconds": 10}
+        ) as response:
+            assert response.status == 200
+            assert await response.json() == {"status": 200, "payload": {"got": {"hard": True}}}
+        await answering
+        async with http.post(url, json={"methodName": "slow", "responseTimeoutInSeconds": 5}) as response:
+            assert response.status == 504
+        async with http.post(url, json={"methodName": "x", "responseTimeoutInSeconds": 1}) as response:
+            assert response.status == 400
+            assert "between 5 and 300" in (await response.json())["error"]["message"]
+        module.stop()
+
+
+async def test_twin_get_and_desired_patch_reach_the_module(start_hub):
+    hub = await start_hub()
+    module = await hub.client("filtermodule")
+    await module.subscribe("$iothub/twin/PATCH/properties/desired/#")
+    url = f"{api(hub)}/twins/{DEVICE}/modules/filtermodule"
+    async with aiohttp.ClientSession() as http:
+        async with http.patch(url, json={"properties": {"desired": {"tempLimit": 42}}}) as response:
+            assert response.status == 200
+            twin = await response.json()
+        assert twin["properties"]["desired"]["tempLimit"] == 42
+        assert twin["properties"]["desired"]["$version"] == 2
+        assert twin["properties"]["desired"]["$metadata"]["$lastUpdated"].endswith("Z")
+        patch = await module.next()
+        assert json.loads(patch.payload) == {"tempLimit": 42, "$version": 2}
+        async with http.get(url) as response:
+            assert (await response.json())["properties"]["reported"]["$version"] == 1
+        async with http.patch(url, data=b"{nope") as response:
+            assert response.status == 400
+            assert "not JSON" in (await response.json())["error"]["message"]
+        async with http.get(f"{api(hub)}/twins/{DEVICE}/modules/nobody") as response:
+            assert response.status == 404
+            assert "SimulatedTemperatureSensor" in (await response.json())["error"]["message"]
+    module.stop()
+
+
+async def test_inject_a_message_into_a_module_input_with_properties_bytes_intact(start_hub):
+    hub = await start_hub()
+    body = bytes(range(256))  # not JSON, not even UTF-8: taken byte for byte
+    headers = {
+        "iothub-app-alert": "true",
+        "iothub-messageid": "m-9",
+        "content-type": "application/octet-stream",
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{api(hub)}/modules/filtermodule/inputs/input1/messages", data=body, headers=headers
+        ) as response:
+            assert response.status == 202
+        async with http.post(f"{api(hub)}/modules/nobody/inputs/x/messages", data=b"x") as response:
+            assert response.status == 404
+    module = await hub.client("filtermodule")
+    await module.subscribe(f"devices/{DEVICE}/modules/filtermodule/inputs/#")
+    message = await module.next()
+    assert message.payload == body
+    assert message.topic.startswith(f"devices/{DEVICE}/modules/filtermodule/inputs/input1/")
+    bag = dict(pair.split("=") for pair in message.topic.rsplit("/", 1)[1].split("&"))
+    assert unquote(bag["alert"]) == "true" and bag["%24.mid"] == "m-9"
+    module.stop()
+
+
+async def test_c2d_through_the_api(start_hub):
+    hub = await start_hub(leaf_devices=("leaf1",))
+    leaf = await hub.client("leaf1")
+    await leaf.subscribe("devices/leaf1/messages/devicebound/#")
+    async with aiohttp.ClientSession() as http:
+        url = f"{api(hub)}/devices/leaf1/messages/devicebound"
+        async with http.post(url, data=b"hi", headers={"iothub-app-p": "v"}) as response:
+            assert response.status == 202
+        async with http.post(f"{api(hub)}/devices/nobody/messages/devicebound", data=b"hi") as response:
+            assert response.status == 404
+    message = await leaf.next()
+    assert message.payload == b"hi" and "p=v" in message.topic
+    leaf.stop()
+
+
+async def test_upstream_messages_listed_and_streamed(start_hub):
+    hub = await start_hub()
+    sender = await hub.client("filtermodule")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{api(hub)}/upstream/stream") as stream:
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            await sender.publish(
+                f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1&k=v", b'{"t": 1}'
+            )
+            lines = []
+            async with asyncio.timeout(5):
+                async for raw in stream.content:
+                    line = raw.decode().strip()
+                    if line.startswith("data: "):
+                        lines.append(json.loads(line[6:]))
+                        break
+        assert lines[0]["body"] == '{"t": 1}' and lines[0]["properties"] == {"k": "v"}
+        assert lines[0]["origin"] == f"{DEVICE}/filtermodule"
+        async with http.get(f"{api(hub)}/upstream/messages?since=0&limit=10") as response:
+            listed = (await response.json())["messages"]
+        assert [m["body"] for m in listed] == ['{"t": 1}']
+        async with http.get(f"{api(hub)}/upstream/messages?since=x") as response:
+            assert response.status == 400
+    sender.stop()
+
+
+async def test_status_health_and_metrics(start_hub):
+    hub = await start_hub()
+    module = await hub.client("filtermodule")
+    await module.subscribe("$iothub/methods/POST/#")
+    sensor = await hub.client("SimulatedTemperatureSensor")
+    await sensor.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput", b"q"
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{api(hub)}/health") as response:
+            assert await response.json() == {"status": "ok"}
+        async with http.get(f"{api(hub)}/status") as response:
+            status = await response.json()
+        metrics_url = f"http://127.0.0.1:{hub.hub.endpoints.metrics_port}/metrics"
+        async with http.get(metrics_url) as response:
+            metrics = await response.text()
+    connected = {i["id"]: i for i in status["identities"]}
+    assert connected[f"{DEVICE}/filtermodule"]["connected"] is True
+    assert connected[f"{DEVICE}/filtermodule"]["subscriptions"] == ["$iothub/methods/POST/#"]
+    assert connected[f"{DEVICE}/$edgeAgent"]["connected"] is False
+    assert {"endpoint": f"{DEVICE}/filtermodule/input1", "priority": 0, "messages": 1} in status["queues"]
+    assert {r["name"]: r["hits"] for r in status["routes"]} == {"sensorToFilter": 1, "filterToIoTHub": 0}
+    assert "edgehub_queue_length{" in metrics and 'endpoint="edge-device/filtermodule/input1"' in metrics
+    assert "edgehub_connected_clients{" in metrics
+    module.stop()
+    sensor.stop()
+
+
+async def test_a_token_is_required_when_set(start_hub):
+    hub = await start_hub(api_token="s3cret")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{api(hub)}/status") as response:
+            assert response.status == 401
+            assert "Bearer" in (await response.json())["error"]["message"]
+        async with http.get(f"{api(hub)}/status", headers={"Authorization": "Bearer s3cret"}) as response:
+            assert response.status == 200
+
+
+def test_openapi_document_covers_exactly_the_routes():
+    documented = {(method.upper(), path) for path, item in OPENAPI["paths"].items() for method in item}
+    served = {(method, path) for method, path, _ in ROUTES}
+    assert documented == served
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/twins"])
+async def test_unknown_paths_get_the_error_shape(start_hub, path):
+    hub = await start_hub()
+    async with aiohttp.ClientSession() as http, http.get(f"{api(hub)}{path}") as response:
+        assert response.status == 404
+        assert "error" in await response.json()
