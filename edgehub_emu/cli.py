@@ -17,10 +17,12 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
+from .client import ApiError, HubClient, HubNotRunning
 from .hub import EdgeHub, HubError
 from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
@@ -467,6 +469,169 @@ def status(
             f"  {label}  priority {_priority(priority)}: {count} waiting, "
             f"next expiry in {expires:.0f} s{note}"
         )
+
+
+# --- the cloud side: commands that talk to a running hub ---------------------------------------
+
+TokenOption = typer.Option(None, "--api-token", envvar="EDGEHUB_EMU_API_TOKEN", help="The hub's API token.")
+
+
+def _client(data_dir: Path | None, token: str | None) -> HubClient:
+    try:
+        return HubClient(data_dir or Settings().data_dir, token)
+    except HubNotRunning as exc:
+        err.print(f"error: {exc}", style="red")
+        raise typer.Exit(1) from None
+
+
+def _call(action):
+    try:
+        return action()
+    except (ApiError, HubNotRunning) as exc:
+        err.print(f"error: {exc}", style="red")
+        raise typer.Exit(1) from None
+
+
+def _json_argument(value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+
+
+@app.command()
+def invoke(
+    module: str = typer.Argument(..., help="The module (or DEVICE/MODULE)."),
+    method: str = typer.Argument(..., help="The method name."),
+    payload: str | None = typer.Option(None, "--payload", help="JSON payload, or @FILE."),
+    timeout: float = typer.Option(30, "--timeout", help="Seconds to wait for the answer (5 to 300)."),
+    connect_timeout: float = typer.Option(
+        0, "--connect-timeout", help="Seconds to wait for the module to connect."
+    ),
+    data_dir: Path | None = DataDirOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Call a direct method on a connected module, as the cloud would."""
+    client = _client(data_dir, token)
+    device, module_id = _device_module(module, data_dir)
+    body = {
+        "methodName": method,
+        "payload": _json_argument(payload, "--payload"),
+        "responseTimeoutInSeconds": timeout,
+        "connectTimeoutInSeconds": connect_timeout,
+    }
+    result = _call(lambda: client.json("POST", f"/twins/{device}/modules/{module_id}/methods", body))
+    out.print(json.dumps(result, indent=2))
+
+
+def _device_module(module: str, data_dir: Path | None) -> tuple[str, str]:
+    if "/" in module:
+        device, _, module_id = module.partition("/")
+        return device, module_id
+    return Settings().device_id, module
+
+
+twin_app = typer.Typer(help="Show or change a module's twin.", no_args_is_help=True)
+app.add_typer(twin_app, name="twin")
+
+
+@twin_app.command("show")
+def twin_show(
+    module: str = typer.Argument(..., help="The module (or DEVICE/MODULE)."),
+    data_dir: Path | None = DataDirOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Print a module's twin: desired and reported properties with versions and timestamps."""
+    client = _client(data_dir, token)
+    device, module_id = _device_module(module, data_dir)
+    out.print(
+        json.dumps(_call(lambda: client.request("GET", f"/twins/{device}/modules/{module_id}")), indent=2)
+    )
+
+
+@twin_app.command("set")
+def twin_set(
+    module: str = typer.Argument(..., help="The module (or DEVICE/MODULE)."),
+    desired: str = typer.Option(..., "--desired", help="A JSON patch of desired properties, or @FILE."),
+    data_dir: Path | None = DataDirOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Patch desired properties; the module receives the patch if it listens for them."""
+    client = _client(data_dir, token)
+    device, module_id = _device_module(module, data_dir)
+    patch = _json_argument(desired, "--desired")
+    if not isinstance(patch, dict):
+        raise typer.BadParameter("a JSON object", param_hint="--desired")
+    body = {"properties": {"desired": patch}}
+    twin = _call(lambda: client.json("PATCH", f"/twins/{device}/modules/{module_id}", body))
+    out.print(json.dumps(twin["properties"]["desired"], indent=2))
+
+
+@app.command()
+def send(
+    target: str = typer.Argument(..., help="MODULE/INPUT to deliver to."),
+    body: str = typer.Option("", "--body", help="The message body, or @FILE (sent byte for byte)."),
+    prop: list[str] = typer.Option([], "--prop", help="Application property KEY=VALUE (repeatable)."),
+    content_type: str | None = typer.Option(None, "--content-type", help="e.g. application/json"),
+    content_encoding: str | None = typer.Option(None, "--content-encoding", help="e.g. utf-8"),
+    message_id: str | None = typer.Option(None, "--message-id"),
+    correlation_id: str | None = typer.Option(None, "--correlation-id"),
+    data_dir: Path | None = DataDirOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Queue a message for a module input, as if a route had sent it."""
+    module, _, input_name = target.partition("/")
+    if not module or not input_name:
+        raise typer.BadParameter("expected MODULE/INPUT", param_hint="TARGET")
+    client = _client(data_dir, token)
+    data = Path(body[1:]).read_bytes() if body.startswith("@") else body.encode()
+    headers = {"edgehub-properties": json.dumps(_pairs(prop, "--prop"))}
+    for header, value in (
+        ("content-type", content_type),
+        ("content-encoding", content_encoding),
+        ("iothub-messageid", message_id),
+        ("iothub-correlationid", correlation_id),
+    ):
+        if value is not None:
+            headers[header] = value
+    headers.setdefault("content-type", "application/octet-stream")
+    result = _call(
+        lambda: client.request("POST", f"/modules/{module}/inputs/{input_name}/messages", data, headers)
+    )
+    out.print(f"queued for {result['queued']} (time-to-live {result['timeToLiveSecs']} s)")
+
+
+@app.command()
+def monitor(
+    properties: bool = typer.Option(False, "--properties", help="Show application and system properties."),
+    data_dir: Path | None = DataDirOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Show messages as they reach $upstream (Ctrl-C to stop), like 'az iot hub monitor-events'."""
+    client = _client(data_dir, token)
+    events = _call(lambda: client.stream("/upstream/stream"))
+    out.print(f"monitoring $upstream of the hub at {client.base}; Ctrl-C to stop", style="dim")
+    try:
+        for event in events:
+            body = event["body"]
+            try:
+                shown = (
+                    json.dumps(json.loads(body), indent=2)
+                    if body is not None
+                    else f"<{len(event['bodyBase64'])} base64>"
+                )
+            except ValueError:
+                shown = body
+            out.print(f"[{event['enqueuedTime']}] from {event['origin']}:", style="bold")
+            out.print(shown)
+            if properties:
+                out.print(f"  properties: {json.dumps(event['properties'])}", style="dim")
+                out.print(f"  system properties: {json.dumps(event['systemProperties'])}", style="dim")
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -139,7 +139,28 @@ async def patch_twin(request: web.Request) -> web.Response:
     return web.json_response(_twin(request.app[HUB], identity_id))
 
 
+PROPERTIES_HEADER = "edgehub-properties"
+SYSTEM_PROPERTIES_HEADER = "edgehub-system-properties"
+
+
+def _json_header(request: web.Request, header: str) -> dict[str, str | None]:
+    raw = request.headers.get(header)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"header {header} is not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str | None) for v in value.values()):
+        raise web.HTTPBadRequest(
+            text=f'header {header} must be a JSON object of strings, e.g. {{"alert": "true"}}'
+        )
+    return value
+
+
 def _properties(request: web.Request) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Application and system properties from headers. HTTP may change the case of header names, so
+    ``edgehub-properties`` / ``edgehub-system-properties`` (JSON objects) carry names exactly."""
     app: dict[str, str | None] = {}
     system: dict[str, str | None] = {}
     for name, value in request.headers.items():
@@ -150,6 +171,8 @@ def _properties(request: web.Request) -> tuple[dict[str, str | None], dict[str, 
             system[SYSTEM_HEADERS[lower]] = value
     if system.get("contentType") == "application/octet-stream":
         del system["contentType"]  # what HTTP clients send by default is no message content type
+    app.update(_json_header(request, PROPERTIES_HEADER))
+    system.update(_json_header(request, SYSTEM_PROPERTIES_HEADER))
     return app, system
 
 

@@ -15,6 +15,18 @@ _MODULE = [
 ]
 _MESSAGE_HEADERS = [
     {
+        "name": "edgehub-properties",
+        "in": "header",
+        "description": 'application properties as a JSON object, names exactly as given: {"alert": "true"}',
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "edgehub-system-properties",
+        "in": "header",
+        "description": "system properties as a JSON object, by edgeHub's names: messageId, cid, ...",
+        "schema": {"type": "string"},
+    },
+    {
         "name": "iothub-app-{name}",
         "in": "header",
         "description": "an application property",

@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
+import signal
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,11 +27,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgehub_emu.hub import EdgeHub
-from edgehub_emu.identity import make_token
+from edgehub_emu.identity import IdentityRegistry, make_token
 from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+IOTHUB = "edgehub-emu.azure-devices.net"
+MODULES = ["SimulatedTemperatureSensor", "filtermodule"]
 EXAMPLE = json.loads((ROOT / "config" / "deployment.json").read_text())
 DEVICE = "edge-device"
 
@@ -185,3 +192,71 @@ async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for hub in hubs:
         await hub.stop()
+
+
+class HubSubprocess:
+    """`edgehub-emu run` as a real process on free ports, and paho clients for its modules."""
+
+    def __init__(self, data: Path) -> None:
+        exe = Path(sys.executable).with_name("edgehub-emu")
+        self.data = data
+        (data / "endpoints.json").unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [
+                str(exe),
+                "run",
+                "-m",
+                str(ROOT / "config" / "deployment.json"),
+                "--data-dir",
+                str(data),
+                "--mqtts-port",
+                "0",
+                "--https-port",
+                "0",
+                "--http-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--no-watch",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if "ready" in line:
+                break
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        self.port = json.loads((data / "endpoints.json").read_text())["mqtts_port"]
+        self.ca = json.loads((data / "endpoints.json").read_text())["ca_file"]
+
+    def client(self, module: str, on_message=None) -> mqtt.Client:
+        registry = IdentityRegistry(DEVICE, MODULES, path=self.data / "identities.json")
+        ident = registry.module(module)
+        assert ident is not None
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident.id, protocol=mqtt.MQTTv311)
+        token = make_token(
+            f"{IOTHUB}/devices/{DEVICE}/modules/{module}", ident.primary_key, int(time.time()) + 3600
+        )
+        client.username_pw_set(f"{IOTHUB}/{ident.id}/?api-version=2019-10-01", token)
+        client.tls_set_context(ssl.create_default_context(cafile=self.ca))
+        client.max_inflight_messages_set(50)
+        client.reconnect_delay_set(30, 60)
+        if on_message is not None:
+            client.on_message = on_message
+        connected = threading.Event()
+        client.on_connect = lambda *_: connected.set()
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        assert connected.wait(10)
+        return client
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(20)

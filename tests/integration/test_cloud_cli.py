@@ -1,0 +1,126 @@
+"""The cloud-side commands against a running `edgehub-emu run`: invoke, twin, send, monitor."""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import DEVICE, HubSubprocess
+
+pytestmark = pytest.mark.timeout(90)
+EXE = str(Path(sys.executable).with_name("edgehub-emu"))
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [EXE, *args, "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def read_until(process: subprocess.Popen, needle: str, timeout: float) -> str:
+    """What a process printed until ``needle`` appeared (or ``timeout`` passed)."""
+    assert process.stdout is not None
+    text = ""
+    deadline = time.time() + timeout
+    while needle not in text and time.time() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            text += process.stdout.readline()
+    return text
+
+
+def test_invoke_twin_send_and_monitor_from_the_command_line(tmp_path: Path):
+    hub = HubSubprocess(tmp_path)
+    received: list = []
+    try:
+        module = hub.client("filtermodule", on_message=lambda _c, _u, m: received.append(m))
+        subscribed = threading.Event()
+        module.on_subscribe = lambda *_: subscribed.set()
+        module.subscribe(
+            [
+                ("$iothub/methods/POST/#", 1),
+                ("$iothub/twin/PATCH/properties/desired/#", 1),
+                (f"devices/{DEVICE}/modules/filtermodule/inputs/#", 1),
+            ]
+        )
+        assert subscribed.wait(5)
+
+        def answer_methods() -> None:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                for m in list(received):
+                    if m.topic.startswith("$iothub/methods/POST/"):
+                        received.remove(m)
+                        rid = m.topic.split("$rid=")[1]
+                        module.publish(
+                            f"$iothub/methods/res/200/?$rid={rid}",
+                            json.dumps({"echo": json.loads(m.payload)}),
+                            qos=1,
+                        )
+                        return
+                time.sleep(0.02)
+
+        threading.Thread(target=answer_methods, daemon=True).start()
+        invoked = cli(
+            tmp_path, "invoke", "filtermodule", "reset", "--payload", '{"hard": true}', "--timeout", "10"
+        )
+        assert invoked.returncode == 0, invoked.stderr
+        assert json.loads(invoked.stdout) == {"status": 200, "payload": {"echo": {"hard": True}}}
+
+        changed = cli(tmp_path, "twin", "set", "filtermodule", "--desired", '{"tempLimit": 33}')
+        assert changed.returncode == 0, changed.stderr
+        assert json.loads(changed.stdout)["tempLimit"] == 33
+        shown = cli(tmp_path, "twin", "show", "filtermodule")
+        assert json.loads(shown.stdout)["properties"]["desired"]["tempLimit"] == 33
+
+        sent = cli(
+            tmp_path,
+            "send",
+            "filtermodule/input1",
+            "--body",
+            "hello",
+            "--prop",
+            "k=v",
+            "--content-type",
+            "text/plain",
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "queued for edge-device/filtermodule/input1" in sent.stdout
+        deadline = time.time() + 5
+        while not any("/inputs/input1/" in m.topic for m in received) and time.time() < deadline:
+            time.sleep(0.05)
+        delivered = next(m for m in received if "/inputs/input1/" in m.topic)
+        assert delivered.payload == b"hello" and "k=v" in delivered.topic
+
+        monitor = subprocess.Popen(
+            [EXE, "monitor", "--properties", "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert monitor.stdout is not None
+            assert "monitoring" in monitor.stdout.readline()
+            module.publish(
+                f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1&x=1",
+                b'{"hot": true}',
+                qos=1,
+            )
+            text = read_until(monitor, '"x": "1"', timeout=10)
+            assert f"from {DEVICE}/filtermodule" in text and '"hot": true' in text and '"x": "1"' in text
+        finally:
+            monitor.terminate()
+            monitor.wait(10)
+
+        missing = cli(tmp_path, "invoke", "SimulatedTemperatureSensor", "reset")
+        assert missing.returncode == 1 and "not found" in missing.stderr
+        module.disconnect()
+        module.loop_stop()
+    finally:
+        hub.stop()
+    stopped = cli(tmp_path, "twin", "show", "filtermodule")
+    assert stopped.returncode == 1 and "no hub is running" in stopped.stderr
