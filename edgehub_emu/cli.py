@@ -22,6 +22,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from .api.workload import API_VERSION as WORKLOAD_API_VERSION
+from .api.workload import generation_id
 from .client import ApiError, HubClient, HubNotRunning
 from .hub import EdgeHub, HubError
 from .identity import IdentityRegistry, connection_string, ensure_certificates
@@ -382,6 +384,9 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
 def creds(
     module: str = typer.Argument(..., help="A module of the deployment, or a leaf device id."),
     output_format: str = typer.Option("env", "--format", help="env or json."),
+    edge: bool = typer.Option(
+        False, "--edge", help="The IOTEDGE_* variables of the edge environment (workload API) instead."
+    ),
     manifest: Path = ManifestOption,
     device_id: str | None = DeviceOption,
     env_file: Path | None = EnvFileOption,
@@ -415,12 +420,33 @@ def creds(
         )
         raise typer.Exit(1)
     ca = ensure_certificates(settings.data_dir / "certs", settings.certificate_names()).ca_cert.resolve()
-    values = {
-        "EdgeHubConnectionString": connection_string(
-            identity, settings.iothub_hostname, settings.gateway_hostname
-        ),
-        "EdgeModuleCACertificateFile": str(ca),
-    }
+    if edge:
+        if identity.module_id is None:
+            err.print(
+                "error: the edge environment is for modules; leaf devices use the connection string",
+                style="red",
+            )
+            raise typer.Exit(1)
+        workload_uri = f"unix://{settings.workload_socket_path}"
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            workload_uri = json.loads(running.read_text())["workload_uri"] or workload_uri
+        values = {
+            "IOTEDGE_IOTHUBHOSTNAME": settings.iothub_hostname,
+            "IOTEDGE_GATEWAYHOSTNAME": settings.gateway_hostname,
+            "IOTEDGE_DEVICEID": identity.device_id,
+            "IOTEDGE_MODULEID": identity.module_id,
+            "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
+            "IOTEDGE_WORKLOADURI": workload_uri,
+            "IOTEDGE_APIVERSION": WORKLOAD_API_VERSION,
+            "IOTEDGE_AUTHSCHEME": "sasToken",
+        }
+    else:
+        values = {
+            "EdgeHubConnectionString": connection_string(
+                identity, settings.iothub_hostname, settings.gateway_hostname
+            ),
+            "EdgeModuleCACertificateFile": str(ca),
+        }
     if output_format == "json":
         out.print(json.dumps(values, indent=2))
     else:

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import management, management_app, websocket_handler
+from .api.workload import workload_app
 from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
@@ -50,6 +51,7 @@ class Endpoints:
     ca_file: Path
     http_port: int | None = None
     metrics_port: int | None = None
+    workload_uri: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class Endpoints:
             "mqtt_port": self.mqtt_port,
             "http_port": self.http_port,
             "metrics_port": self.metrics_port,
+            "workload_uri": self.workload_uri,
             "ca_file": str(self.ca_file),
         }
 
@@ -86,6 +89,7 @@ class EdgeHub:
         self._servers: list[asyncio.AbstractServer] = []
         self._runner: web.AppRunner | None = None
         self._http_runners: list[web.AppRunner] = []
+        self.workload_tcp_port: int | None = None
         self._tasks: list[asyncio.Future[Any]] = []
         self.endpoints: Endpoints | None = None
         self.metrics = registry_for(self)
@@ -228,6 +232,7 @@ class EdgeHub:
         metrics_app.router.add_get("/metrics", management.metrics)
         metrics_app[management.HUB] = self
         metrics_port = await self._serve_http("metrics", s.metrics_port, metrics_app)
+        await self._serve_workload()
         self.endpoints = Endpoints(
             s.host,
             s.gateway_hostname,
@@ -237,7 +242,25 @@ class EdgeHub:
             self.certificates.ca_cert.resolve(),
             http,
             metrics_port,
+            f"unix://{s.workload_socket_path}",
         )
+
+    async def _serve_workload(self) -> None:
+        """The workload API on a unix socket (and on TCP when a port is set), for the edge environment."""
+        runner = web.AppRunner(workload_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._http_runners.append(runner)
+        path = self.settings.workload_socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        await self._bind("the workload API", 0, web.UnixSite(runner, str(path)).start())
+        if self.settings.workload_port is not None:
+            await self._bind(
+                "the workload API",
+                self.settings.workload_port,
+                web.TCPSite(runner, "127.0.0.1", self.settings.workload_port).start(),
+            )
+            self.workload_tcp_port = runner.addresses[-1][1]
 
     async def _serve_http(self, what: str, port: int | None, app: web.Application) -> int | None:
         """Serve ``app`` over plain HTTP; only on loopback unless an API token protects it."""

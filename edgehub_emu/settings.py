@@ -58,6 +58,14 @@ class Settings:
     mqtt_port: int | None = field(default_factory=lambda: _env_port("MQTT_PORT", None))
     http_port: int | None = field(default_factory=lambda: _env_port("HTTP_PORT", 53000))
     metrics_port: int | None = field(default_factory=lambda: _env_port("METRICS_PORT", 9600))
+    workload_socket: Path | None = field(
+        default_factory=lambda: (
+            Path(os.environ["EDGEHUB_EMU_WORKLOAD_SOCKET"])
+            if os.environ.get("EDGEHUB_EMU_WORKLOAD_SOCKET")
+            else None
+        )
+    )  # None: DATA_DIR/workload.sock
+    workload_port: int | None = field(default_factory=lambda: _env_port("WORKLOAD_PORT", None))
     api_token: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_API_TOKEN") or None)
     leaf_devices: tuple[str, ...] = field(default_factory=lambda: _env_list("LEAF_DEVICES"))
     extra_names: tuple[str, ...] = field(default_factory=lambda: _env_list("CERT_NAMES"))
@@ -68,6 +76,10 @@ class Settings:
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
     token_check_interval: float = 300.0
+
+    @property
+    def workload_socket_path(self) -> Path:
+        return (self.workload_socket or self.data_dir / "workload.sock").resolve()
 
     @property
     def gateway_hostname(self) -> str:
