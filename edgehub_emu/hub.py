@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import management, management_app, websocket_handler
+from .api.module_methods import add_module_method_routes
 from .api.workload import workload_app
 from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_string, ensure_certificates
@@ -210,6 +211,7 @@ class EdgeHub:
             mqtt = server.sockets[0].getsockname()[1]
         if s.https_port is not None:
             app = web.Application()
+            add_module_method_routes(app, self)
             app.router.add_get("/{tail:.*}", websocket_handler(self.mqtt))
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()

@@ -3,7 +3,10 @@
 Run in .venv-sdk. Reads EdgeHubConnectionString and EdgeModuleCACertificateFile like a module does,
 prints one JSON line per event on stdout, and takes commands as JSON lines on stdin:
 {"send": {"output": ..., "data": ..., "properties": {...}, "content_type": ..., "content_encoding": ...,
-"message_id": ..., "correlation_id": ...}}, {"get_twin": true}, {"report": {...}}, {"quit": true}.
+"message_id": ..., "correlation_id": ...}}, {"get_twin": true}, {"report": {...}},
+{"invoke": {"device", "module", "method", "payload"}}
+(module-to-module, edge environment only), {"quit": true}. With IOTEDGE_WORKLOADURI set it connects
+through the edge environment (workload API) instead of the connection string.
 Direct methods are answered with status 200 and {"echo": <payload>, "method": <name>}.
 """
 
@@ -19,14 +22,17 @@ def emit(event, **fields):
 
 
 def main():
-    with open(os.environ["EdgeModuleCACertificateFile"]) as f:  # noqa: SIM112 - the SDKs' own name
-        ca = f.read()
-    client = IoTHubModuleClient.create_from_connection_string(
-        os.environ["EdgeHubConnectionString"],  # noqa: SIM112 - the SDKs' own name
-        server_verification_cert=ca,
-        websockets=os.environ.get("SDK_WEBSOCKETS") == "1",
-        connection_retry_interval=1,
-    )
+    if "IOTEDGE_WORKLOADURI" in os.environ:  # the edge environment: workload API, as on a device
+        client = IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=1)
+    else:
+        with open(os.environ["EdgeModuleCACertificateFile"]) as f:  # noqa: SIM112 - the SDKs' own name
+            ca = f.read()
+        client = IoTHubModuleClient.create_from_connection_string(
+            os.environ["EdgeHubConnectionString"],  # noqa: SIM112 - the SDKs' own name
+            server_verification_cert=ca,
+            websockets=os.environ.get("SDK_WEBSOCKETS") == "1",
+            connection_retry_interval=1,
+        )
 
     def on_message(message):
         emit(
@@ -73,6 +79,18 @@ def main():
         elif "report" in command:
             client.patch_twin_reported_properties(command["report"])
             emit("reported")
+        elif "invoke" in command:
+            spec = command["invoke"]
+            params = {
+                "methodName": spec["method"],
+                "payload": spec.get("payload"),
+                "responseTimeoutInSeconds": 20,
+            }
+            try:
+                result = client.invoke_method(params, spec["device"], spec.get("module"))
+                emit("invoked", result=result)
+            except Exception as exc:  # report, so the test sees why
+                emit("invoke_failed", error=repr(exc))
         elif "quit" in command:
             break
     client.shutdown()

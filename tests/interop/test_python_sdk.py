@@ -274,3 +274,46 @@ async def test_run_and_creds_from_the_command_line_serve_sdk_modules(tmp_path: P
             hub.send_signal(signal.SIGINT)
             async with asyncio.timeout(20):
                 assert await hub.wait() == 0
+
+
+async def test_edge_environment_modules_connect_and_call_each_others_methods(sdk_hub, tmp_path: Path):
+    """create_from_edge_environment() through the workload API, and ModuleClient.invoke_method."""
+    await sdk_hub("127.0.0.7")
+    modules: list[SdkModule] = []
+
+    async def edge_module(name: str) -> SdkModule:
+        done = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("edgehub-emu")),
+            "creds",
+            name,
+            "--edge",
+            "--format",
+            "json",
+            "-m",
+            str(ROOT / "config" / "deployment.json"),
+            "--data-dir",
+            str(tmp_path),
+            "--hostname",
+            "127.0.0.7",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        output, _ = await done.communicate()
+        module = await SdkModule.launch(name, json.loads(output))
+        modules.append(module)
+        await module.event("connected")
+        return module
+
+    try:
+        caller = await edge_module("SimulatedTemperatureSensor")
+        callee = await edge_module("filtermodule")
+        await caller.command(send={"output": "temperatureOutput", "data": "via the edge environment"})
+        assert (await callee.event("message"))["data"] == "via the edge environment"
+        await caller.command(
+            invoke={"device": DEVICE, "module": "filtermodule", "method": "ping", "payload": {"n": 1}}
+        )
+        invoked = await caller.event("invoked")
+        assert invoked["result"]["status"] == 200
+        assert invoked["result"]["payload"] == {"echo": {"n": 1}, "method": "ping"}
+    finally:
+        for m in modules:
+            await m.stop()
