@@ -115,6 +115,12 @@ class EdgeHub:
         )
         self.certificates = ensure_certificates(data / "certs", s.certificate_names())
         self.twins = TwinStore(data / "twins.json")
+        if s.store == "sqlite":  # durable hubs keep what reached the local cloud across restarts
+            self.upstream = UpstreamCapture(
+                data / "upstream.sqlite",
+                keep_count=s.upstream_keep_count,
+                keep_seconds=s.upstream_keep_seconds,
+            )
         if s.store == "memory":
             self.store = MemoryStore()
         elif s.store == "sqlite":
@@ -177,6 +183,7 @@ class EdgeHub:
         if self.store is not None:
             self.store.close()
             self.store = None
+        self.upstream.close()
         if self.endpoints is not None:  # endpoints.json says a hub is running: not any more
             (self.settings.data_dir / "endpoints.json").unlink(missing_ok=True)
             self.endpoints = None

@@ -72,6 +72,10 @@ class Settings:
     store: str = field(default_factory=lambda: _env("STORE", "sqlite"))  # "sqlite" (durable) or "memory"
     purge_interval: float = 30.0  # how often expired messages nobody reads are dropped (edgeHub: >= 30 s)
     watch_manifest: bool = False  # reload the manifest file when it changes
+    upstream_keep_count: int = field(default_factory=lambda: int(_env("UPSTREAM_KEEP_COUNT", "100000")))
+    upstream_keep_seconds: float = field(
+        default_factory=lambda: float(_env("UPSTREAM_KEEP_SECONDS", "604800"))
+    )
     delivery_window: int = field(default_factory=lambda: int(_env("DELIVERY_WINDOW", "16")))
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0

@@ -233,7 +233,7 @@ def _int(request: web.Request, name: str, default: int) -> int:
 async def upstream_messages(request: web.Request) -> web.Response:
     since = _int(request, "since", 0)
     limit = _int(request, "limit", 100)
-    records = request.app[HUB].upstream.messages(since)[:limit]
+    records = request.app[HUB].upstream.messages(since, limit)
     return web.json_response({"messages": [record_json(r) for r in records]})
 
 

@@ -192,3 +192,15 @@ async def test_unknown_paths_get_the_error_shape(start_hub, path):
     async with aiohttp.ClientSession() as http, http.get(f"{api(hub)}{path}") as response:
         assert response.status == 404
         assert "error" in await response.json()
+
+
+async def test_the_local_cloud_survives_a_hub_restart(start_hub, tmp_path):
+    hub = await start_hub()
+    sender = await hub.client("filtermodule")
+    await sender.publish(f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", b"kept")
+    await hub.hub.upstream.wait_for(timeout=5)
+    sender.stop()
+    await hub.hub.stop()
+    again = await start_hub(data_dir=tmp_path)
+    async with aiohttp.ClientSession() as http, http.get(f"{api(again)}/upstream/messages") as response:
+        assert [m["body"] for m in (await response.json())["messages"]] == ["kept"]

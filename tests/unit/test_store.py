@@ -156,3 +156,22 @@ async def test_a_store_failure_refuses_the_message(tmp_path: Path):
     with pytest.raises(StoreError):
         await put(store, b"lost")
     store.close()
+
+
+async def test_the_local_cloud_keeps_upstream_messages_across_restarts_within_retention(tmp_path: Path):
+    from edgehub_emu.upstream import UpstreamCapture
+
+    path = tmp_path / "upstream.sqlite"
+    capture = UpstreamCapture(path, keep_count=5)
+    for i in range(1005):
+        await capture.send(Message(body=f"m{i}".encode(), properties={"i": str(i)}))
+    capture.close()
+    again = UpstreamCapture(path, keep_count=5)
+    assert again.last_sequence == 1005
+    kept = again.messages()
+    assert [r.message.body for r in kept][-5:] == [f"m{i}".encode() for i in range(1000, 1005)]
+    assert len(kept) <= 5 + 4  # pruned every 1000 records: a few more may wait for the next pruning
+    assert kept[-1].message.properties == {"i": "1004"}
+    await again.send(Message(body=b"after"))
+    assert again.messages(since=1005)[0].message.body == b"after"
+    again.close()
