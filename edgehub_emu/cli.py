@@ -367,9 +367,9 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     if e.mqtt_port is not None:
         out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}")
     if e.http_port is not None:
-        out.print(f"  management API       http://127.0.0.1:{e.http_port}   (docs: /openapi.json)")
+        out.print(f"  management API       http://{e.http_host}:{e.http_port}   (docs: /openapi.json)")
     if e.metrics_port is not None:
-        out.print(f"  metrics              http://127.0.0.1:{e.metrics_port}/metrics")
+        out.print(f"  metrics              http://{e.http_host}:{e.metrics_port}/metrics")
     out.print(f"  edge CA certificate  {e.ca_file}")
     out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
     modules = hub.deployment.module_names

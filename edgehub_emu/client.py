@@ -37,7 +37,7 @@ class HubClient:
             ) from None
         if not endpoints.get("http_port"):
             raise HubNotRunning("the running hub serves no management API (started with --http-port off)")
-        self.base = f"http://127.0.0.1:{endpoints['http_port']}"
+        self.base = f"http://{endpoints.get('http_host', '127.0.0.1')}:{endpoints['http_port']}"
         self.token = token
 
     def request(

@@ -53,6 +53,7 @@ class Endpoints:
     http_port: int | None = None
     metrics_port: int | None = None
     workload_uri: str | None = None
+    http_host: str = "127.0.0.1"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class Endpoints:
             "http_port": self.http_port,
             "metrics_port": self.metrics_port,
             "workload_uri": self.workload_uri,
+            "http_host": self.http_host,
             "ca_file": str(self.ca_file),
         }
 
@@ -252,6 +254,7 @@ class EdgeHub:
             http,
             metrics_port,
             f"unix://{s.workload_socket_path}",
+            self._api_host(),
         )
 
     async def _serve_workload(self) -> None:
@@ -270,6 +273,13 @@ class EdgeHub:
                 web.TCPSite(runner, "127.0.0.1", self.settings.workload_port).start(),
             )
             self.workload_tcp_port = runner.addresses[-1][1]
+
+    def _api_host(self) -> str:
+        """Where clients reach the HTTP listeners: the host when it is loopback (or the API has a token),
+        else 127.0.0.1."""
+        s = self.settings
+        host = s.host if is_loopback(s.host) or s.api_token is not None else "127.0.0.1"
+        return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
     async def _serve_http(self, what: str, port: int | None, app: web.Application) -> int | None:
         """Serve ``app`` over plain HTTP; only on loopback unless an API token protects it."""

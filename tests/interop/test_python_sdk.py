@@ -317,3 +317,36 @@ async def test_edge_environment_modules_connect_and_call_each_others_methods(sdk
     finally:
         for m in modules:
             await m.stop()
+
+
+async def test_an_sdk_module_driven_only_through_the_http_api(sdk_hub):
+    import aiohttp
+
+    hub, module = await sdk_hub("127.0.0.8")
+    receiver = await module("filtermodule")
+    api = f"http://{hub.endpoints.http_host}:{hub.endpoints.http_port}"
+    twin_url = f"{api}/twins/{DEVICE}/modules/filtermodule"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{twin_url}/methods", json={"methodName": "reset", "payload": {"a": 1}}
+        ) as response:
+            assert await response.json() == {"status": 200, "payload": {"echo": {"a": 1}, "method": "reset"}}
+        async with http.patch(twin_url, json={"properties": {"desired": {"tempLimit": 77}}}) as response:
+            assert response.status == 200
+        assert (await receiver.event("desired"))["patch"]["tempLimit"] == 77
+        headers = {"edgehub-properties": json.dumps({"Kind": "injected"}), "content-type": "application/json"}
+        async with http.post(
+            f"{api}/modules/filtermodule/inputs/input1/messages", data=b'{"x": 1}', headers=headers
+        ):
+            pass
+        message = await receiver.event("message")
+        assert message["data"] == '{"x": 1}' and message["properties"]["Kind"] == "injected"
+        assert message["content_type"] == "application/json"
+        await receiver.command(send={"output": "output1", "data": "to the cloud"})
+        async with asyncio.timeout(20):
+            while True:
+                async with http.get(f"{api}/upstream/messages") as response:
+                    bodies = [m["body"] for m in (await response.json())["messages"]]
+                if "to the cloud" in bodies:
+                    break
+                await asyncio.sleep(0.2)
