@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from .iothub import module_input_topic
+from .metrics import Reservoir
 from .mqtt.session import NotConnected
 from .protocol_head import ProtocolHead
 from .routing import Message, ModuleEndpoint, UpstreamEndpoint
@@ -71,6 +73,7 @@ class Deliveries:
         self._stopping = False
         self.sent: Counter[str] = Counter()
         self.backoff_first = 1.0
+        self.latency = Reservoir()
 
     def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint) -> None:
         if self._stopping:
@@ -109,6 +112,7 @@ class Deliveries:
                     sent.clear()
                     return False
                 sent.discard(entry.sequence)
+                self.latency.observe(time.time() - entry.message.enqueued_time)
                 self.store.remove(entry)
                 self.counters["delivered"] += 1
                 self.sent[endpoint.id] += 1

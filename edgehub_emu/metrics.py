@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,32 @@ if TYPE_CHECKING:
     from .hub import EdgeHub
 
 COMMON = ["iothub", "edge_device", "instance_number"]
+QUANTILES = (0.1, 0.5, 0.9, 0.99)
+
+
+class Reservoir:
+    """The last ``size`` observations plus their count and sum: a summary that costs an append."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+        self.count += 1
+        self.sum += value
+
+    def metric(self, name: str, documentation: str, labels: list[str], values: list[str]) -> Metric:
+        metric = Metric(name, documentation, "summary")
+        ordered = sorted(self.values)
+        for q in QUANTILES:
+            value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+            metric.add_sample(name, {**dict(zip(labels, values, strict=True)), "quantile": str(q)}, value)
+        metric.add_sample(f"{name}_count", dict(zip(labels, values, strict=True)), self.count)
+        metric.add_sample(f"{name}_sum", dict(zip(labels, values, strict=True)), self.sum)
+        return metric
+
 
 # Our reasons beside edgeHub's (no_route, ttl_expiry): what this hub drops that edgeHub would not see
 # or would not count.
@@ -69,6 +96,30 @@ class HubCollector(Collector):
             dropped.add_metric([*common, "rejected_by_subscription"], hub.deliveries.counters["rejected"])
             clients.add_metric(common, len(hub.head.clients))
         yield from (queue, received, sent, dropped, clients)
+        if store is None or not hasattr(hub, "head"):
+            return
+        counters = hub.head.counters
+        for name, key, documentation in (
+            ("edgehub_gettwin", "get_twin", "Twin GET requests"),
+            ("edgehub_reported_properties", "reported_properties", "Reported-property patches"),
+            ("edgehub_direct_methods", "direct_methods", "Direct method calls"),
+            ("edgehub_client_connect_success", "connect_success", "Successful connections"),
+        ):
+            counter = CounterMetricFamily(name, documentation, labels=COMMON)
+            counter.add_metric(common, counters[key])
+            yield counter
+        failed = CounterMetricFamily(
+            "edgehub_client_connect_failed", "Refused connections", labels=[*COMMON, "reason"]
+        )
+        failed.add_metric([*common, "not_authorized"], counters["connect_failed_auth"])
+        yield failed
+        yield hub.head.message_sizes.metric("edgehub_message_size_bytes", "Message sizes", COMMON, common)
+        yield hub.deliveries.latency.metric(
+            "edgehub_message_send_duration_seconds",
+            "From queued to acknowledged by the module",
+            COMMON,
+            common,
+        )
 
 
 def registry_for(hub: EdgeHub) -> CollectorRegistry:

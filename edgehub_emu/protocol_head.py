@@ -49,6 +49,7 @@ from .iothub import (
     twin_response_topic,
 )
 from .iothub.twins import TwinError, TwinStore, validate_reported_patch
+from .metrics import Reservoir
 from .mqtt import codec
 from .mqtt.codec import Connect, Publish, Will
 from .mqtt.server import AuthResult, CloseConnection, PeerInfo
@@ -119,6 +120,7 @@ class ProtocolHead:
         self._waiters: dict[str, asyncio.Event] = {}
         self._methods: dict[str, asyncio.Future[MethodResult]] = {}
         self.counters: Counter[str] = Counter()
+        self.message_sizes = Reservoir()
 
     # --- CONNECT -------------------------------------------------------------------------------------
 
@@ -311,6 +313,7 @@ class ProtocolHead:
             )
             return None
         message = Message(body=packet.payload, properties=properties, system_properties=system)
+        self.message_sizes.observe(size)
         return self.route(message)
 
     def route(self, message: Message) -> Awaitable[Any] | None:

@@ -204,3 +204,36 @@ async def test_the_local_cloud_survives_a_hub_restart(start_hub, tmp_path):
     again = await start_hub(data_dir=tmp_path)
     async with aiohttp.ClientSession() as http, http.get(f"{api(again)}/upstream/messages") as response:
         assert [m["body"] for m in (await response.json())["messages"]] == ["kept"]
+
+
+async def test_metrics_after_known_traffic(start_hub):
+    hub = await start_hub()
+    module = await hub.client("filtermodule")
+    await module.subscribe("$iothub/twin/res/#", f"devices/{DEVICE}/modules/filtermodule/inputs/#")
+    await module.publish("$iothub/twin/GET/?$rid=1", b" ")
+    await module.next()
+    sensor = await hub.client("SimulatedTemperatureSensor")
+    await sensor.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput",
+        b"x" * 100,
+    )
+    await module.next()
+    await asyncio.sleep(0.2)
+    await hub.client("filtermodule", password="SharedAccessSignature sr=a&sig=b&se=1", expect=5)
+    metrics_url = f"http://{hub.hub.endpoints.http_host}:{hub.hub.endpoints.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
+        text = await response.text()
+
+    def value(prefix: str) -> float:
+        line = next(line for line in text.splitlines() if line.startswith(prefix))
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value("edgehub_gettwin_total{") == 1
+    assert value("edgehub_client_connect_success_total{") >= 2
+    assert value("edgehub_client_connect_failed_total{") == 1
+    assert value("edgehub_message_size_bytes_count{") == 1
+    assert value("edgehub_message_size_bytes_sum{") > 100  # body plus properties, as edgeHub counts
+    assert value("edgehub_message_send_duration_seconds_count{") == 1
+    assert 'quantile="0.99"' in text
+    module.stop()
+    sensor.stop()
