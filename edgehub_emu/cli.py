@@ -285,6 +285,12 @@ def run(
     api_token: str | None = typer.Option(
         None, "--api-token", help="Bearer token for the management API; needed to serve it beyond loopback."
     ),
+    workload_socket: Path | None = typer.Option(
+        None, "--workload-socket", help="Unix socket of the workload API [DATA_DIR/workload.sock]."
+    ),
+    workload_port: int | None = typer.Option(
+        None, "--workload-port", help="Also serve the workload API on TCP."
+    ),
     store: str | None = typer.Option(
         None, "--store", help="sqlite (durable, in the data directory) or memory [sqlite]."
     ),
@@ -311,7 +317,13 @@ def run(
             raise typer.BadParameter("sqlite or memory", param_hint="--store")
         settings = dataclasses.replace(settings, store=store)
     settings = dataclasses.replace(settings, watch_manifest=watch)
-    for name, value in (("http_port", http_port), ("metrics_port", metrics_port), ("api_token", api_token)):
+    for name, value in (
+        ("http_port", http_port),
+        ("metrics_port", metrics_port),
+        ("api_token", api_token),
+        ("workload_socket", workload_socket),
+        ("workload_port", workload_port),
+    ):
         if value is not None:
             settings = dataclasses.replace(settings, **{name: value})
     deployment, table = _load(manifest, settings.device_id, env_file)
@@ -370,6 +382,10 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
         out.print(f"  management API       http://{e.http_host}:{e.http_port}   (docs: /openapi.json)")
     if e.metrics_port is not None:
         out.print(f"  metrics              http://{e.http_host}:{e.metrics_port}/metrics")
+    out.print(
+        f"  workload API         {e.workload_uri}"
+        + (f" and http://127.0.0.1:{hub.workload_tcp_port}/" if hub.workload_tcp_port else "")
+    )
     out.print(f"  edge CA certificate  {e.ca_file}")
     out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
     modules = hub.deployment.module_names
