@@ -470,6 +470,23 @@ def creds(
             out.print(f"{key}={value}")
 
 
+def _print_running_hub(data_dir: Path) -> None:
+    """Connections and route hits of the hub running on this data directory, if one is."""
+    try:
+        hub_status = HubClient(data_dir, os.environ.get("EDGEHUB_EMU_API_TOKEN")).request("GET", "/status")
+    except (HubNotRunning, ApiError):
+        out.print("no hub is running on this data directory", style="dim")
+        return
+    out.print("identities:")
+    for identity in hub_status["identities"]:
+        state = "connected" if identity["connected"] else "not connected"
+        subscriptions = f", {len(identity['subscriptions'])} subscriptions" if identity["connected"] else ""
+        out.print(f"  {identity['id']:40} {identity['kind']:12} {state}{subscriptions}")
+    out.print("routes:")
+    for route in hub_status["routes"]:
+        out.print(f"  {route['name']:24} {route['hits']:>8} messages routed")
+
+
 @app.command()
 def status(
     manifest: Path = ManifestOption,
@@ -496,10 +513,10 @@ def status(
         ).fetchall()
     finally:
         db.close()
-    running = settings.data_dir / "endpoints.json"
-    out.print(f"store {path}" + ("   (hub running: see endpoints.json)" if running.is_file() else ""))
+    _print_running_hub(settings.data_dir)
+    out.print(f"queues in {path}:")
     if not rows:
-        out.print("all queues are empty")
+        out.print("  all queues are empty")
         return
     now = time.time()
     for endpoint, priority, count, first_expiry in rows:

@@ -120,16 +120,15 @@ async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(sta
     path.write_text("{ not json")  # a broken manifest keeps the previous deployment
     await asyncio.sleep(1.5)
     assert "input2" in str([r.endpoint for r in hub.hub.route_table.routes])
-    result = CliRunner().invoke(
-        app, ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
-    )
+    status = ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
+    # the CLI calls the hub's API synchronously: run it off this event loop, which is the hub's
+    result = await asyncio.to_thread(CliRunner().invoke, app, status)
     assert result.exit_code == 1  # no such manifest: a message, not a traceback
     path.with_name("ok.json").write_text(json.dumps(doc))
-    result = CliRunner().invoke(
-        app, ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
-    )
+    result = await asyncio.to_thread(CliRunner().invoke, app, status)
     assert result.exit_code == 0, result.output
     assert "edge-device/filtermodule/input1  priority 0: 1 waiting" in result.output
+    assert "identities:" in result.output and "sensorToFilter" in result.output  # the running hub
     assert "no route names it any more" in result.output
     sender.stop()
     receiver.stop()
