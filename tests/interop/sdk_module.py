@@ -13,12 +13,19 @@ Direct methods are answered with status 200 and {"echo": <payload>, "method": <n
 import json
 import os
 import sys
+import threading
 
 from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 
+_emitting = threading.Lock()
+
 
 def emit(event, **fields):
-    print(json.dumps({"event": event, **fields}), flush=True)
+    # The SDK calls handlers on threads of its own: one whole line at a time, or two events can share one.
+    line = json.dumps({"event": event, **fields}) + "\n"
+    with _emitting:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def main():
