@@ -39,6 +39,8 @@ from .upstream import UpstreamCapture
 
 log = logging.getLogger("edgehub_emu.hub")
 
+MAX_UNIX_SOCKET_PATH = 107  # bytes of sun_path, less the terminating NUL (Linux)
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
@@ -263,6 +265,12 @@ class EdgeHub:
         await runner.setup()
         self._http_runners.append(runner)
         path = self.settings.workload_socket_path
+        if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH:
+            raise HubError(
+                f"the workload API socket path is {len(os.fsencode(path))} bytes, over the "
+                f"{MAX_UNIX_SOCKET_PATH} a Unix socket allows: {path} (choose a shorter one with "
+                f"--workload-socket or EDGEHUB_EMU_WORKLOAD_SOCKET, or a shorter --data-dir)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         await self._bind("the workload API", 0, web.UnixSite(runner, str(path)).start())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgehub_emu.hub import HubError
 from edgehub_emu.mqtt.codec import Connect, Decoder, Pingreq, Pingresp, encode
 
 from .conftest import DEVICE
@@ -66,3 +68,12 @@ async def test_arbitrary_bytes_never_disturb_other_clients(start_hub):
 
     assert (await asyncio.to_thread(ping))[1] == Pingresp()
     bystander.stop()
+
+
+async def test_a_workload_socket_path_too_long_for_unix_is_refused_by_name(start_hub, tmp_path):
+    long_path = tmp_path / ("d" * 120) / "workload.sock"
+
+    with pytest.raises(
+        HubError, match=r"over the 107 a Unix socket allows: .*workload\.sock.*--workload-socket"
+    ):
+        await start_hub(workload_socket=long_path)
