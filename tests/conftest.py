@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+pytest_plugins = ["pytester"]
+
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     counts: dict[str, Counter[str]] = defaultdict(Counter)
