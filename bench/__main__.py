@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import mqtt_bench, routing_bench, store_bench
+from . import fixture_bench, mqtt_bench, routing_bench, store_bench
 
 
 def main() -> int:
@@ -12,6 +12,7 @@ def main() -> int:
     results = routing_bench.run()
     results += mqtt_bench.run()
     results += store_bench.run()
+    results += fixture_bench.run()
     width = max(len(r.name) for r in results)
     missed = 0
     for r in results:

@@ -294,6 +294,33 @@ def _sdk_address() -> str:
     return f"127.1.{int(worker) % 250 + 1}.{number % 250 + 2}"
 
 
+def hub_settings(
+    data_dir: Path,
+    workload_socket: Path,
+    *,
+    sdk: bool = False,
+    store: str = "memory",
+    leaf_devices: tuple[str, ...] = (),
+) -> Settings:
+    """A test hub's settings: free ports (or 8883/443 on an address of its own for the SDKs), no plain
+    MQTT or workload TCP listener, whatever ``EDGEHUB_EMU_*`` variables the shell has."""
+    return Settings(
+        data_dir=data_dir,
+        host=_sdk_address() if sdk else "127.0.0.1",
+        mqtts_port=8883 if sdk else 0,
+        https_port=443 if sdk else 0,
+        mqtt_port=None,
+        http_port=0,
+        metrics_port=0,
+        workload_socket=workload_socket,
+        workload_port=None,
+        api_token=None,
+        store=store,
+        leaf_devices=leaf_devices,
+        purge_interval=1.0,
+    )
+
+
 @pytest.fixture
 def edgehub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -305,18 +332,12 @@ def edgehub(
     data = tmp_path_factory.mktemp("edgehub")
     # pytest's temporary paths can outgrow the 107 bytes a Unix socket path may have: keep it short.
     sockets = Path(tempfile.mkdtemp(prefix="edgehub-"))
-    sdk = bool(options.get("sdk", False))
-    settings = Settings(
-        data_dir=data,
-        host=_sdk_address() if sdk else "127.0.0.1",
-        mqtts_port=8883 if sdk else 0,
-        https_port=443 if sdk else 0,
-        http_port=0,
-        metrics_port=0,
+    settings = hub_settings(
+        data,
+        sockets / "workload.sock",
+        sdk=bool(options.get("sdk", False)),
         store=options.get("store", "memory"),
         leaf_devices=tuple(options.get("leaf_devices", ())),
-        purge_interval=1.0,
-        workload_socket=sockets / "workload.sock",
     )
     try:
         hub = EdgeHubFixture(settings, deployment)
