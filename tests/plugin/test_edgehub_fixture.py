@@ -170,6 +170,7 @@ def test_a_real_sdk_module_runs_against_the_fixture(edgehub):
     assert SDK_PYTHON.exists(), "make test creates .venv-sdk with the SDK; run it through make"
     assert edgehub.port == 8883 and edgehub.host.startswith("127.1.")
     env = {"PATH": "/usr/bin:/bin", **edgehub.module_env("filtermodule")}
+    assert env["tempLimit"] == "100"  # the module's env from the manifest, as edgeAgent passes it
     module = subprocess.Popen(
         [str(SDK_PYTHON), str(SDK_MODULE)],
         env=env,
