@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
 import sqlite3
 import sys
@@ -399,7 +400,9 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
 @app.command()
 def creds(
     module: str = typer.Argument(..., help="A module of the deployment, or a leaf device id."),
-    output_format: str = typer.Option("env", "--format", help="env or json."),
+    output_format: str = typer.Option(
+        "env", "--format", help="env (KEY=value lines, an env file), shell (export lines, for eval) or json."
+    ),
     edge: bool = typer.Option(
         False, "--edge", help="The IOTEDGE_* variables of the edge environment (workload API) instead."
     ),
@@ -411,8 +414,8 @@ def creds(
     hostname: str | None = HostnameOption,
 ) -> None:
     """Print EdgeHubConnectionString and EdgeModuleCACertificateFile for a module (or a leaf device)."""
-    if output_format not in ("env", "json"):
-        raise typer.BadParameter("env or json", param_hint="--format")
+    if output_format not in ("env", "shell", "json"):
+        raise typer.BadParameter("env, shell or json", param_hint="--format")
     settings = _settings(manifest, device_id, data_dir, host, hostname, None, None, None)
     running = settings.data_dir / "endpoints.json"
     if hostname is None and running.is_file():
@@ -465,6 +468,9 @@ def creds(
         }
     if output_format == "json":
         out.print(json.dumps(values, indent=2))
+    elif output_format == "shell":
+        for key, value in values.items():
+            out.print(f"export {key}={shlex.quote(value)}")
     else:
         for key, value in values.items():
             out.print(f"{key}={value}")

@@ -170,6 +170,19 @@ def test_creds_prints_connection_string_and_ca_file(tmp_path: Path):
     assert (
         json.loads(again.output)["EdgeHubConnectionString"] == lines["EdgeHubConnectionString"]
     )  # keys are kept
+    shell = invoke(
+        "creds", "filtermodule", "--format", "shell", "-m", str(EXAMPLE), "--data-dir", str(tmp_path)
+    )
+    exported = subprocess.run(
+        ["bash", "-c", 'eval "$1"; echo "$EdgeHubConnectionString"', "-", shell.output],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert (
+        exported.stdout.strip().split(";GatewayHostName=")[0]
+        == lines["EdgeHubConnectionString"].split(";GatewayHostName=")[0]
+    )
     unknown = invoke("creds", "nobody", "-m", str(EXAMPLE), "--data-dir", str(tmp_path))
     assert unknown.exit_code == 1 and "SimulatedTemperatureSensor, filtermodule" in unknown.output
 
