@@ -22,7 +22,8 @@ from aiohttp import web
 
 from .api import management, management_app, websocket_handler
 from .api.module_methods import add_module_method_routes
-from .api.workload import workload_app
+from .api.workload import API_VERSION as WORKLOAD_API_VERSION
+from .api.workload import generation_id, workload_app
 from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
@@ -401,6 +402,37 @@ class EdgeHub:
                 f"no identity {module_or_device!r}: not a module of the deployment nor a leaf device"
             )
         return connection_string(identity, self.settings.iothub_hostname, self.settings.gateway_hostname)
+
+    def module_environment(self, module: str, edge: bool = False) -> dict[str, str]:
+        """What edgeAgent gives a module's process: its ``env`` from the manifest, then its credentials,
+        as a connection string and CA file or (``edge``) as the ``IOTEDGE_*`` edge environment."""
+        spec = self.deployment.edge_agent.modules.get(module) if self.deployment is not None else None
+        if spec is None:
+            raise KeyError(f"no module {module!r} in the deployment")
+        env = {
+            k: str(v.value).lower() if isinstance(v.value, bool) else str(v.value)
+            for k, v in spec.env.items()
+        }
+        if not edge:
+            return {
+                **env,
+                "EdgeHubConnectionString": self.connection_string(module),
+                "EdgeModuleCACertificateFile": str(self.ca_file),
+            }
+        identity = self.identities.get(self.identity_id(module))
+        assert identity is not None and identity.module_id is not None
+        s = self.settings
+        return {
+            **env,
+            "IOTEDGE_IOTHUBHOSTNAME": s.iothub_hostname,
+            "IOTEDGE_GATEWAYHOSTNAME": s.gateway_hostname,
+            "IOTEDGE_DEVICEID": identity.device_id,
+            "IOTEDGE_MODULEID": identity.module_id,
+            "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
+            "IOTEDGE_WORKLOADURI": f"unix://{s.workload_socket_path}",
+            "IOTEDGE_APIVERSION": WORKLOAD_API_VERSION,
+            "IOTEDGE_AUTHSCHEME": "sasToken",
+        }
 
     @property
     def ca_file(self) -> Path:

@@ -33,7 +33,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ..api.workload import API_VERSION, generation_id
 from ..hub import EdgeHub
 from ..manifest import Deployment, load_deployment, parse_deployment
 from ..protocol_head import MethodResult
@@ -167,37 +166,7 @@ class EdgeHubFixture:
     def module_env(self, module: str, edge: bool = False) -> dict[str, str]:
         """Environment variables to start a module under test with, as edgeAgent would: the module's
         ``env`` from the manifest, then its credentials as the SDKs read them."""
-        env = self._manifest_env(module)
-        if not edge:
-            return {
-                **env,
-                "EdgeHubConnectionString": self.connection_string(module),
-                "EdgeModuleCACertificateFile": str(self.ca_file),
-            }
-        identity = self.hub.identities.get(self.hub.identity_id(module))
-        assert identity is not None and identity.module_id is not None, f"{module!r} is not a module"
-        settings = self.hub.settings
-        return {
-            **env,
-            "IOTEDGE_IOTHUBHOSTNAME": settings.iothub_hostname,
-            "IOTEDGE_GATEWAYHOSTNAME": settings.gateway_hostname,
-            "IOTEDGE_DEVICEID": identity.device_id,
-            "IOTEDGE_MODULEID": identity.module_id,
-            "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
-            "IOTEDGE_WORKLOADURI": f"unix://{settings.workload_socket_path}",
-            "IOTEDGE_APIVERSION": API_VERSION,
-            "IOTEDGE_AUTHSCHEME": "sasToken",
-        }
-
-    def _manifest_env(self, module: str) -> dict[str, str]:
-        deployment = self.hub.deployment
-        spec = deployment.edge_agent.modules.get(module) if deployment is not None else None
-        if spec is None:
-            return {}
-        return {
-            name: str(v.value).lower() if isinstance(v.value, bool) else str(v.value)
-            for name, v in spec.env.items()
-        }
+        return self.hub.module_environment(module, edge=edge)
 
     def send_to_input(
         self,
