@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 SDK_VENV := .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed-stamp
 MANIFEST ?= config/deployment.json
+# The sample modules, started by the hub as local processes (an edgeAgent for your laptop).
+LOCAL_MODULES ?= config/local-modules.json
 
 .PHONY: run test lint format bench venv clean
 
@@ -28,7 +30,7 @@ $(SDK_STAMP): tests/interop/requirements-sdk.txt
 venv: $(STAMP) $(SDK_STAMP)
 
 run: $(STAMP) $(SDK_STAMP)
-	$(BIN)/edgehub-emu run --manifest $(MANIFEST)
+	$(BIN)/edgehub-emu run --manifest $(MANIFEST) $(if $(LOCAL_MODULES),--local-modules $(LOCAL_MODULES))
 
 test: $(STAMP) $(SDK_STAMP)
 	$(BIN)/python -m pytest

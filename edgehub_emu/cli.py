@@ -31,6 +31,7 @@ from .identity import IdentityRegistry, connection_string, ensure_certificates
 from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
 from .routing import DEFAULT_PRIORITY, Message, RouteTable
 from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME
+from .runner import LocalModulesError, load_local_modules, parse_module_option
 from .settings import DEFAULT_MANIFEST, Settings
 
 app = typer.Typer(
@@ -302,6 +303,14 @@ def run(
         min=1,
         help="Module deliveries in flight per client [16]; 1 paces like edgeHub.",
     ),
+    local_modules: Path | None = typer.Option(
+        None,
+        "--local-modules",
+        help="JSON mapping modules to local commands: start them as edgeAgent would (README).",
+    ),
+    module_commands: list[str] = typer.Option(
+        [], "--module", help="NAME=COMMAND: start a module of the deployment as a local process (repeatable)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
     """Start the hub on a deployment: modules connect over MQTT (TLS or WebSocket) and are routed."""
@@ -329,10 +338,19 @@ def run(
             settings = dataclasses.replace(settings, **{name: value})
     deployment, table = _load(manifest, settings.device_id, env_file)
     try:
+        modules = load_local_modules(local_modules, deployment.module_names) if local_modules else []
+        for option in module_commands:
+            chosen = parse_module_option(option, deployment.module_names)
+            modules = [m for m in modules if m.name != chosen.name] + [chosen]
+    except LocalModulesError as exc:
+        err.print(f"error: {exc}", style="red")
+        raise typer.Exit(1) from None
+    try:
         hub = EdgeHub(
             settings,
             deployment=deployment,
             loader=lambda: load_deployment(manifest, env=_environment(manifest, env_file)),
+            local_modules=modules,
         )
         _run_until_stopped(hub, table)
     except HubError as exc:
@@ -491,6 +509,14 @@ def _print_running_hub(data_dir: Path) -> None:
     out.print("routes:")
     for route in hub_status["routes"]:
         out.print(f"  {route['name']:24} {route['hits']:>8} messages routed")
+    if hub_status.get("modules"):
+        out.print("local modules:")
+        for module in hub_status["modules"]:
+            code = f", last exit code {module['exitCode']}" if "exitCode" in module else ""
+            out.print(
+                f"  {module['name']:32} {module['runtimeStatus']:8} {module['restartCount']} restarts{code}"
+                f"  {module['statusDescription']}"
+            )
 
 
 @app.command()

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ from .mqtt.server import MqttServer
 from .mqtt.session import SessionStore
 from .protocol_head import MethodResult, ProtocolHead
 from .routing import ModuleEndpoint, RoutedEndpoint, RouteTable, UpstreamEndpoint
+from .runner import LocalModule, ModuleRunner
+from .runner.supervisor import Plan
 from .settings import Settings, is_loopback
 from .store import MemoryStore, SqliteStore
 from .tasks import spawn
@@ -84,6 +86,7 @@ class EdgeHub:
         *,
         deployment: Deployment | None = None,
         loader: Callable[[], Deployment] | None = None,
+        local_modules: Sequence[LocalModule] = (),
     ) -> None:
         self.settings = settings or Settings()
         self._deployment = deployment
@@ -99,6 +102,8 @@ class EdgeHub:
         self._tasks: list[asyncio.Future[Any]] = []
         self.endpoints: Endpoints | None = None
         self.metrics = registry_for(self)
+        self.local_modules = tuple(local_modules)
+        self.runner: ModuleRunner | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -160,10 +165,28 @@ class EdgeHub:
             self._tasks.append(spawn(self._watch_manifest(), "watching the manifest"))
         self._resume_deliveries()
         self._write_endpoints()
+        if self.local_modules:
+            await self._start_local_modules(deployment)
         log.debug("started: %s", self.endpoints)
         return self
 
+    async def _start_local_modules(self, deployment: Deployment) -> None:
+        agent = f"{self.settings.device_id}/$edgeAgent"
+        plans = []
+        for module in self.local_modules:
+            spec = deployment.edge_agent.modules[module.name]
+            plans.append(Plan(module, spec.status, spec.restartPolicy, spec.startupOrder))
+        self.runner = ModuleRunner(
+            plans,
+            lambda name, edge: self.module_environment(name, edge=edge),
+            lambda patch: self.twins.patch_reported(agent, patch),
+        )
+        await self.runner.start()
+
     async def stop(self) -> None:
+        if self.runner is not None:  # modules first, while the hub still serves their goodbyes
+            await self.runner.stop()
+            self.runner = None
         for task in self._tasks:
             task.cancel()
         self._tasks = []

@@ -300,7 +300,13 @@ async def status(request: web.Request) -> web.Response:
         for r in hub.route_table.routes
     ]
     return web.json_response(
-        {"deviceId": hub.settings.device_id, "identities": identities, "queues": queues, "routes": routes}
+        {
+            "deviceId": hub.settings.device_id,
+            "identities": identities,
+            "queues": queues,
+            "routes": routes,
+            "modules": hub.runner.status() if hub.runner is not None else [],
+        }
     )
 
 

@@ -151,7 +151,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/status": {
             "get": {
-                "summary": "Identities, connections, queues and routes",
+                "summary": "Identities, connections, queues, routes and local modules",
                 "responses": {"200": _json({"type": "object"}, "Status")},
             }
         },

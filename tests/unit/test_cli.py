@@ -196,3 +196,15 @@ def test_validate_of_a_missing_file_is_a_message_not_a_traceback(tmp_path: Path)
     assert missing.returncode == 1
     assert "cannot read the file" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_run_refuses_local_modules_it_cannot_start_and_names_the_problem(tmp_path: Path):
+    local = tmp_path / "local.json"
+    local.write_text(json.dumps({"modules": {"ghost": {"command": "python ghost.py"}}}))
+
+    result = invoke("run", "-m", str(EXAMPLE), "--data-dir", str(tmp_path), "--local-modules", str(local))
+    assert result.exit_code == 1
+    assert "modules.ghost: no such module in the deployment" in result.output
+
+    result = invoke("run", "-m", str(EXAMPLE), "--data-dir", str(tmp_path), "--module", "filtermodule")
+    assert result.exit_code == 1 and "expected NAME=COMMAND" in result.output

@@ -20,7 +20,7 @@ from azure.iot.device import IoTHubModuleClient, Message
 
 
 def log(text: str) -> None:
-    print(f"filtermodule: {text}", flush=True)
+    print(text, flush=True)
 
 
 def connect() -> IoTHubModuleClient:

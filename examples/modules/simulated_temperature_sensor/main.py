@@ -88,7 +88,7 @@ class Settings:
 
 
 def log(text: str) -> None:
-    print(f"SimulatedTemperatureSensor: {text}", flush=True)
+    print(text, flush=True)
 
 
 def connect() -> IoTHubModuleClient:
