@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(SDK_STAMP): tests/interop/requirements-sdk.txt
+$(SDK_STAMP): examples/modules/requirements.txt
 	$(PYTHON) -m venv $(SDK_VENV)
 	$(SDK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SDK_VENV)/bin/python -m pip install --quiet -r tests/interop/requirements-sdk.txt
+	$(SDK_VENV)/bin/python -m pip install --quiet -r examples/modules/requirements.txt
 	touch $(SDK_STAMP)
 
 venv: $(STAMP) $(SDK_STAMP)

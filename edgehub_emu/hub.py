@@ -33,8 +33,7 @@ from .mqtt.server import MqttServer
 from .mqtt.session import SessionStore
 from .protocol_head import MethodResult, ProtocolHead
 from .routing import ModuleEndpoint, RoutedEndpoint, RouteTable, UpstreamEndpoint
-from .runner import LocalModule, ModuleRunner
-from .runner.supervisor import Plan
+from .runner import LocalModule, ModuleRunner, Plan
 from .settings import Settings, is_loopback
 from .store import MemoryStore, SqliteStore
 from .tasks import spawn

@@ -13,8 +13,7 @@ import aiohttp
 
 from edgehub_emu.hub import EdgeHub
 from edgehub_emu.manifest import parse_deployment
-from edgehub_emu.runner import LocalModule, ModuleRunner, load_local_modules
-from edgehub_emu.runner.supervisor import Plan
+from edgehub_emu.runner import LocalModule, ModuleRunner, Plan, load_local_modules
 from edgehub_emu.settings import Settings
 
 from .conftest import EXAMPLE

@@ -1,0 +1,124 @@
+"""docker/: no Docker engine runs here, so check what can be checked without one.
+
+Every file the Dockerfiles copy exists; the compose file's services, build files, volumes and module
+names agree with the repository and the deployment; and the hub image's install step, run on exactly
+the files the image copies, gives a working ``edgehub-emu`` in a fresh virtual environment. (The module
+image installs ``examples/modules/requirements.txt``, the file ``make`` builds ``.venv-sdk`` from, which
+every SDK test uses.)
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+DOCKERFILES = sorted(DOCKER.glob("*Dockerfile"))
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def copy_sources(dockerfile: Path) -> list[str]:
+    sources = []
+    for word, rest in instructions(dockerfile):
+        if word == "COPY":
+            parts = [p for p in shlex.split(rest) if not p.startswith("--")]
+            sources += parts[:-1]
+    return sources
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_file_a_dockerfile_copies_exists(dockerfile: Path):
+    sources = copy_sources(dockerfile)
+    assert sources, f"{dockerfile.name} copies nothing?"
+    for source in sources:
+        assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: no such file in the repository"
+
+
+def test_the_hub_image_runs_as_a_user_with_volumes_ports_and_a_health_check():
+    steps = instructions(DOCKER / "Dockerfile")
+    words = [w for w, _ in steps]
+    assert steps[0][1].startswith("python:3.11-slim")
+    assert ("USER", "edgehub") in steps and words.index("USER") > words.index("RUN")
+    assert ("VOLUME", "/data") in steps and ("EXPOSE", "8883 443") in steps
+    health = next(rest for w, rest in steps if w == "HEALTHCHECK")
+    assert "http://127.0.0.1:53000/health" in health
+    assert ("ENTRYPOINT", '["edgehub-emu"]') in steps and ("CMD", '["run"]') in steps
+
+
+def test_the_compose_file_agrees_with_the_repository_and_the_deployment():
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    manifest = json.loads((ROOT / "config" / "deployment.json").read_text())
+    modules = set(manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"])
+    services = compose["services"]
+
+    for name, service in services.items():
+        build = service["build"]
+        context = (DOCKER / build["context"]).resolve()
+        assert context == ROOT and (context / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DOCKER / source).exists(), f"{name}: volume {source} does not exist"
+            else:
+                assert source in compose["volumes"], f"{name}: volume {source} is not declared"
+    module_services = {n for n, s in services.items() if "MODULE" in s.get("environment", {})}
+    assert module_services == modules
+    for name in module_services:
+        environment = services[name]["environment"]
+        assert environment["MODULE"] == name
+        assert (ROOT / "examples" / "modules" / environment["MODULE_DIR"] / "main.py").is_file()
+    words = {word.strip(";") for word in services["credentials"]["command"][0].split()}
+    assert modules <= words, "the credentials service must write every module's credentials"
+    assert services["edgehub"]["ports"] == ["8883:8883", "443:443"]
+
+
+def test_the_hub_images_install_step_works_in_a_fresh_virtual_environment(tmp_path: Path):
+    build = tmp_path / "build"
+    for source in copy_sources(DOCKER / "Dockerfile"):
+        target = build / Path(source).name if source != "config" else tmp_path / "config"
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            build.mkdir(exist_ok=True)
+            shutil.copy(ROOT / source, target)
+    run_step = next(rest for word, rest in instructions(DOCKER / "Dockerfile") if word == "RUN")
+    install = run_step.split("&&")[0].split()
+    assert install == ["pip", "install", "."]
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = tmp_path / "venv" / "bin" / "python"
+
+    installed = subprocess.run(
+        [str(python), "-m", *install, "--quiet"], cwd=build, capture_output=True, text=True, timeout=600
+    )
+
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    validated = subprocess.run(
+        [
+            str(tmp_path / "venv" / "bin" / "edgehub-emu"),
+            "validate",
+            str(tmp_path / "config" / "deployment.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
