@@ -54,3 +54,33 @@ def test_a_missing_manifest_is_named_in_the_error(pytester: pytest.Pytester):
 
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*nowhere/deployment.json*"])
+
+
+def test_sdk_hubs_of_parallel_workers_each_have_their_own_address(pytester: pytest.Pytester):
+    pytester.makepyfile(
+        test_parallel="""
+        import socket
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        @pytest.mark.edgehub(sdk=True)
+        def test_on_8883(edgehub, n, worker_id):
+            assert edgehub.port == 8883
+            with socket.create_connection((edgehub.host, 8883), timeout=5):
+                pass
+            print("ADDRESS", worker_id, edgehub.host)
+        """
+    )
+
+    pytester.makefile(".json", **{"config/deployment": json.dumps(MANIFEST)})
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-rP")
+
+    result.assert_outcomes(passed=6)
+    seen = [line.split()[1:] for line in result.outlines if line.startswith("ADDRESS ")]
+    assert len(seen) == 6 and {worker for worker, _ in seen} == {"gw0", "gw1"}
+    assert len({address for _, address in seen}) == 6  # no two hubs shared an address
+    third_octets = {
+        worker: {address.split(".")[2] for w, address in seen if w == worker} for worker, _ in seen
+    }
+    assert third_octets["gw0"].isdisjoint(third_octets["gw1"])  # so no worker can collide with another
