@@ -69,11 +69,12 @@ class RunningModule:
 
 @pytest.fixture
 def run_module(edgehub: EdgeHubFixture) -> Iterator[Callable[..., RunningModule]]:
-    """``run_module(name, script, **extra_env)``: start a sample module against this test's hub."""
+    """``run_module(name, script, edge=False, **extra_env)``: start a sample module against this test's
+    hub, with connection-string credentials or (``edge``) the edge environment's workload API."""
     started: list[RunningModule] = []
 
-    def run(name: str, script: Path, **extra_env: str) -> RunningModule:
-        module = RunningModule(name, script, {**edgehub.module_env(name), **extra_env})
+    def run(name: str, script: Path, edge: bool = False, **extra_env: str) -> RunningModule:
+        module = RunningModule(name, script, {**edgehub.module_env(name, edge=edge), **extra_env})
         started.append(module)
         module.wait_for_line("every" if name == "SimulatedTemperatureSensor" else "forwarding readings")
         return module

@@ -69,3 +69,12 @@ def test_the_documentation_pipeline_sensor_to_filter_to_upstream(edgehub, run_mo
     assert json.loads(alert.body)["machine"]["temperature"] > 25
     assert alert.properties["MessageType"] == "Alert"
     assert alert.system_properties["connectionModuleId"] == "filtermodule"
+
+
+@pytest.mark.edgehub(sdk=True)
+def test_the_module_also_connects_through_the_edge_environment(edgehub, run_module):
+    run_module("filtermodule", SCRIPT, edge=True)  # IOTEDGE_* variables: keys signed by the workload API
+
+    edgehub.send_to_input("filtermodule", "input1", reading(120))
+
+    assert json.loads(edgehub.upstream.get(timeout=15).body)["machine"]["temperature"] == 120
