@@ -116,6 +116,12 @@ class EdgeHub:
         s = self.settings
         deployment = self._deployment or load_deployment(s.manifest)
         self.deployment = deployment
+        unknown = [m.name for m in self.local_modules if m.name not in deployment.edge_agent.modules]
+        if unknown:
+            raise HubError(
+                f"local module(s) {', '.join(unknown)} not in the deployment "
+                f"(it has: {', '.join(deployment.module_names)})"
+            )
         self.route_table = compile_routes(deployment, s.device_id)
         data = s.data_dir
         data.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from edgehub_emu.hub import EdgeHub
+from edgehub_emu.hub import EdgeHub, HubError
 from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.runner import LocalModule, ModuleRunner, Plan, load_local_modules
 from edgehub_emu.settings import Settings
@@ -182,3 +183,11 @@ async def test_the_hub_runs_the_sample_pipeline_and_reports_it_on_edge_agents_tw
     finally:
         await hub.stop()
     assert hub.twin("$edgeAgent")["reported"]["modules"]["filtermodule"]["runtimeStatus"] == "stopped"
+
+
+async def test_the_hub_refuses_a_local_module_the_deployment_does_not_have(tmp_path: Path):
+    ghost = LocalModule("ghost", (sys.executable, "-c", "pass"), ROOT)
+    hub = EdgeHub(Settings(data_dir=tmp_path), deployment=parse_deployment(EXAMPLE), local_modules=[ghost])
+
+    with pytest.raises(HubError, match=r"local module\(s\) ghost not in the deployment \(it has: Simulated"):
+        await hub.start()
