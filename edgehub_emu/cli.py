@@ -411,6 +411,10 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     out.print(f"modules: {', '.join(modules) or '(none)'}")
     if modules:
         out.print(f"  credentials for a module: edgehub-emu creds {modules[0]}")
+    if hub.runner is not None:
+        out.print(
+            f"  started here as local processes: {', '.join(s.name for s in hub.runner.states.values())}"
+        )
     _print_routes(table)
     out.print("ready; Ctrl-C stops the hub")
 
