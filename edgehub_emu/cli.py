@@ -23,11 +23,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from .api.workload import API_VERSION as WORKLOAD_API_VERSION
-from .api.workload import generation_id
+from .api import edge_environment
 from .client import ApiError, HubClient, HubNotRunning
 from .hub import EdgeHub, HubError
-from .identity import IdentityRegistry, connection_string, ensure_certificates
+from .identity import IdentityRegistry, connection_environment, ensure_certificates
 from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
 from .routing import DEFAULT_PRIORITY, Message, RouteTable
 from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME
@@ -450,10 +449,7 @@ def creds(
         list(settings.leaf_devices),
         settings.data_dir / "identities.json",
     )
-    identity_id = (
-        module if "/" in module or registry.get(module) is not None else f"{settings.device_id}/{module}"
-    )
-    identity = registry.get(identity_id)
+    identity = registry.get(registry.identity_id(module))
     if identity is None:
         modules = ", ".join(deployment.module_names) or "(none)"
         err.print(
@@ -471,23 +467,9 @@ def creds(
         workload_uri = f"unix://{settings.workload_socket_path}"
         with contextlib.suppress(ValueError, KeyError, OSError):
             workload_uri = json.loads(running.read_text())["workload_uri"] or workload_uri
-        values = {
-            "IOTEDGE_IOTHUBHOSTNAME": settings.iothub_hostname,
-            "IOTEDGE_GATEWAYHOSTNAME": settings.gateway_hostname,
-            "IOTEDGE_DEVICEID": identity.device_id,
-            "IOTEDGE_MODULEID": identity.module_id,
-            "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
-            "IOTEDGE_WORKLOADURI": workload_uri,
-            "IOTEDGE_APIVERSION": WORKLOAD_API_VERSION,
-            "IOTEDGE_AUTHSCHEME": "sasToken",
-        }
+        values = edge_environment(identity, settings.iothub_hostname, settings.gateway_hostname, workload_uri)
     else:
-        values = {
-            "EdgeHubConnectionString": connection_string(
-                identity, settings.iothub_hostname, settings.gateway_hostname
-            ),
-            "EdgeModuleCACertificateFile": str(ca),
-        }
+        values = connection_environment(identity, settings.iothub_hostname, settings.gateway_hostname, ca)
     if output_format == "json":
         out.print(json.dumps(values, indent=2))
     elif output_format == "shell":

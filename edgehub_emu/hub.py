@@ -20,12 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import management, management_app, websocket_handler
+from .api import edge_environment, management, management_app, websocket_handler
 from .api.module_methods import add_module_method_routes
-from .api.workload import API_VERSION as WORKLOAD_API_VERSION
-from .api.workload import generation_id, workload_app
+from .api.workload import workload_app
 from .delivery import Deliveries
-from .identity import IdentityRegistry, connection_string, ensure_certificates
+from .identity import IdentityRegistry, connection_environment, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
 from .manifest import Deployment, ManifestError, compile_routes, load_deployment
 from .metrics import registry_for
@@ -419,9 +418,7 @@ class EdgeHub:
 
     def identity_id(self, module_or_device: str) -> str:
         """``filtermodule`` → ``edge-device/filtermodule``; a leaf device id stays as it is."""
-        if "/" in module_or_device or self.identities.get(module_or_device) is not None:
-            return module_or_device
-        return f"{self.settings.device_id}/{module_or_device}"
+        return self.identities.identity_id(module_or_device)
 
     def connection_string(self, module_or_device: str) -> str:
         identity = self.identities.get(self.identity_id(module_or_device))
@@ -441,25 +438,15 @@ class EdgeHub:
             k: str(v.value).lower() if isinstance(v.value, bool) else str(v.value)
             for k, v in spec.env.items()
         }
-        if not edge:
-            return {
-                **env,
-                "EdgeHubConnectionString": self.connection_string(module),
-                "EdgeModuleCACertificateFile": str(self.ca_file),
-            }
         identity = self.identities.get(self.identity_id(module))
-        assert identity is not None and identity.module_id is not None
+        assert identity is not None
         s = self.settings
+        if edge:
+            workload_uri = f"unix://{s.workload_socket_path}"
+            return {**env, **edge_environment(identity, s.iothub_hostname, s.gateway_hostname, workload_uri)}
         return {
             **env,
-            "IOTEDGE_IOTHUBHOSTNAME": s.iothub_hostname,
-            "IOTEDGE_GATEWAYHOSTNAME": s.gateway_hostname,
-            "IOTEDGE_DEVICEID": identity.device_id,
-            "IOTEDGE_MODULEID": identity.module_id,
-            "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
-            "IOTEDGE_WORKLOADURI": f"unix://{s.workload_socket_path}",
-            "IOTEDGE_APIVERSION": WORKLOAD_API_VERSION,
-            "IOTEDGE_AUTHSCHEME": "sasToken",
+            **connection_environment(identity, s.iothub_hostname, s.gateway_hostname, self.ca_file),
         }
 
     @property

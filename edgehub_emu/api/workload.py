@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..identity import Identity
+
 if TYPE_CHECKING:
     from ..hub import EdgeHub
 
@@ -34,6 +36,23 @@ def generation_id(primary_key: str) -> str:
     """A module's generation id: stable while its keys are (like edgeAgent's, it changes when the
     module identity is made again)."""
     return hashlib.sha256(primary_key.encode()).hexdigest()[:20]
+
+
+def edge_environment(
+    identity: Identity, iothub_hostname: str, gateway_hostname: str, workload_uri: str
+) -> dict[str, str]:
+    """The ``IOTEDGE_*`` variables edgeAgent gives a module, with which the SDKs reach this API."""
+    assert identity.module_id is not None, "the edge environment is for modules"
+    return {
+        "IOTEDGE_IOTHUBHOSTNAME": iothub_hostname,
+        "IOTEDGE_GATEWAYHOSTNAME": gateway_hostname,
+        "IOTEDGE_DEVICEID": identity.device_id,
+        "IOTEDGE_MODULEID": identity.module_id,
+        "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
+        "IOTEDGE_WORKLOADURI": workload_uri,
+        "IOTEDGE_APIVERSION": API_VERSION,
+        "IOTEDGE_AUTHSCHEME": "sasToken",
+    }
 
 
 def _error(status: int, message: str) -> web.Response:

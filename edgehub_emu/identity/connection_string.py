@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .registry import Identity
 
 
@@ -13,3 +15,13 @@ def connection_string(identity: Identity, iothub_hostname: str, gateway_hostname
     parts.append(f"SharedAccessKey={identity.primary_key}")
     parts.append(f"GatewayHostName={gateway_hostname}")
     return ";".join(parts)
+
+
+def connection_environment(
+    identity: Identity, iothub_hostname: str, gateway_hostname: str, ca_file: Path
+) -> dict[str, str]:
+    """The two variables a module started with a connection string reads, as the SDKs name them."""
+    return {
+        "EdgeHubConnectionString": connection_string(identity, iothub_hostname, gateway_hostname),
+        "EdgeModuleCACertificateFile": str(ca_file),
+    }

@@ -92,6 +92,12 @@ class IdentityRegistry:
     def get(self, identity_id: str) -> Identity | None:
         return self._identities.get(identity_id)
 
+    def identity_id(self, module_or_device: str) -> str:
+        """``filtermodule`` → ``edge-device/filtermodule``; a leaf device id or ``device/module`` stays."""
+        if "/" in module_or_device or module_or_device in self._identities:
+            return module_or_device
+        return f"{self.device_id}/{module_or_device}"
+
     def device(self) -> Identity:
         return self._identities[self.device_id]
 

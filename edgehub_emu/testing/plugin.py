@@ -106,22 +106,25 @@ class Upstream:
         try:
             record = self._hub._loop.run(self._wait(timeout, where), timeout + 5)
         except TimeoutError:
-            raise AssertionError(
-                self._hub._explain(f"no upstream message{' matched' if where else ''} within {timeout} s")
-            ) from None
-        self._seen = record.sequence
-        return record.message
+            raise self._nothing_came(timeout, where) from None
+        return self._take(record)
 
     async def next(self, timeout: float = 10, where: Callable[[Message], bool] | None = None) -> Message:
         """Like ``get``, awaitable from an asyncio test."""
         try:
             record = await asyncio.wrap_future(self._hub._loop.submit(self._wait(timeout, where)))
         except TimeoutError:
-            raise AssertionError(
-                self._hub._explain(f"no upstream message{' matched' if where else ''} within {timeout} s")
-            ) from None
-        self._seen = record.sequence
+            raise self._nothing_came(timeout, where) from None
+        return self._take(record)
+
+    def _take(self, record: UpstreamRecord) -> Message:
+        self._seen = record.sequence  # each message is returned once
         return record.message
+
+    def _nothing_came(self, timeout: float, where: Callable[[Message], bool] | None) -> AssertionError:
+        return AssertionError(
+            self._hub._explain(f"no upstream message{' matched' if where else ''} within {timeout} s")
+        )
 
 
 class EdgeHubFixture:
