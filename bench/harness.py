@@ -261,29 +261,43 @@ def subscribed_pair(target: Target, on_message) -> tuple[mqtt.Client, mqtt.Clien
     return subscriber, client(target, "pub")
 
 
-def _pair_worker(target: Target, count: int, size: int, start_at: float, queue) -> None:
-    received = 0
-    done = threading.Event()
+class Arrivals:
+    """Counts a subscriber's messages; ``done`` is set when ``expected`` have arrived."""
 
-    def on_message(_c, _u, _m) -> None:
-        nonlocal received
-        received += 1
-        if received == count:
-            done.set()
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.done = threading.Event()
 
-    subscriber, publisher = subscribed_pair(target, on_message)
+    def on_message(self, _c, _u, _m) -> None:
+        self.received += 1
+        if self.received == self.expected:
+            self.done.set()
+
+
+def send_and_count(
+    target: Target, count: int, size: int, timeout: float, start_at: float = 0.0
+) -> tuple[int, float, float]:
+    """Publish ``count`` QoS 1 messages of ``size`` bytes through one subscribed pair (from ``start_at``,
+    a wall-clock time); (messages received, when sending began, when the last arrived or time ran out)."""
+    arrivals = Arrivals(count)
+    subscriber, publisher = subscribed_pair(target, arrivals.on_message)
     payload = b"x" * size
     while time.time() < start_at:
         time.sleep(0.001)
     began = time.time()
     for _ in range(count):
         publisher.publish(target.publish_topic, payload, qos=1)
-    done.wait(180)
+    arrivals.done.wait(timeout)
     ended = time.time()
     for c in (publisher, subscriber):
         c.disconnect()
         c.loop_stop()
-    queue.put((received, began, ended))
+    return arrivals.received, began, ended
+
+
+def _pair_worker(target: Target, count: int, size: int, start_at: float, queue) -> None:
+    queue.put(send_and_count(target, count, size, 180, start_at))
 
 
 def pair_throughput(targets: list[Target], count: int, size: int) -> float:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import statistics
-import threading
 import time
 
 from edgehub_emu.identity import make_token
 from edgehub_emu.mqtt.codec import Connect, Decoder, Pingreq, encode
 
-from .harness import IOTHUB, HubProcess, Mosquitto, Target, subscribed_pair
+from .harness import IOTHUB, HubProcess, Mosquitto, Target, send_and_count, subscribed_pair
 from .report import Result
 
 LEAVES = [f"leaf{i}" for i in range(200)]
@@ -24,26 +23,8 @@ LEAVES = [f"leaf{i}" for i in range(200)]
 
 def throughput(target: Target, size: int, count: int = 20_000) -> float:
     """Messages per second from one QoS 1 publisher to one QoS 1 subscriber."""
-    received = 0
-    done = threading.Event()
-
-    def on_message(_c, _u, _m) -> None:
-        nonlocal received
-        received += 1
-        if received == count:
-            done.set()
-
-    subscriber, publisher = subscribed_pair(target, on_message)
-    payload = b"x" * size
-    start = time.perf_counter()
-    for _ in range(count):
-        publisher.publish(target.publish_topic, payload, qos=1)
-    done.wait(120)
-    elapsed = time.perf_counter() - start
-    for c in (publisher, subscriber):
-        c.disconnect()
-        c.loop_stop()
-    return received / elapsed
+    received, began, ended = send_and_count(target, count, size, 120)
+    return received / (ended - began)
 
 
 def latency(target: Target, rate: int = 1000, seconds: float = 4.0) -> tuple[float, float]:
