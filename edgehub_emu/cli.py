@@ -310,6 +310,12 @@ def run(
     module_commands: list[str] = typer.Option(
         [], "--module", help="NAME=COMMAND: start a module of the deployment as a local process (repeatable)."
     ),
+    dev: bool = typer.Option(
+        False,
+        "--dev",
+        help="Broker mode: let anonymous local tools use user topics on plain MQTT (127.0.0.1, port 1883 "
+        "unless --mqtt-port).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
     """Start the hub on a deployment: modules connect over MQTT (TLS or WebSocket) and are routed."""
@@ -326,6 +332,10 @@ def run(
             raise typer.BadParameter("sqlite or memory", param_hint="--store")
         settings = dataclasses.replace(settings, store=store)
     settings = dataclasses.replace(settings, watch_manifest=watch)
+    if dev:
+        settings = dataclasses.replace(
+            settings, dev=True, mqtt_port=1883 if settings.mqtt_port is None else settings.mqtt_port
+        )
     for name, value in (
         ("http_port", http_port),
         ("metrics_port", metrics_port),
@@ -395,7 +405,14 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     if e.https_port is not None:
         out.print(f"  MQTT over WebSocket  wss://{e.hostname}:{e.https_port}/$iothub/websocket")
     if e.mqtt_port is not None:
-        out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}")
+        anonymous = "   (anonymous local tools allowed: --dev)" if s.dev and hub.head.broker else ""
+        out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}{anonymous}")
+    if hub.head.broker is not None:
+        config = hub.head.broker.config
+        out.print(
+            f"  MQTT broker mode     {len(config.authorizations)} authorization statements, "
+            f"{len(config.bridges)} bridges (mqttBroker)"
+        )
     if e.http_port is not None:
         out.print(f"  management API       http://{e.http_host}:{e.http_port}   (docs: /openapi.json)")
     if e.metrics_port is not None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from .api import edge_environment, management, management_app, websocket_handler
 from .api.module_methods import add_module_method_routes
 from .api.workload import workload_app
+from .broker import BrokerMode
 from .delivery import Deliveries
 from .identity import IdentityRegistry, connection_environment, connection_string, ensure_certificates
 from .iothub.twins import TwinStore
@@ -156,6 +157,8 @@ class EdgeHub:
         self.mqtt = MqttServer(
             self.head, session_store=SessionStore(data / "sessions.json"), connect_timeout=s.connect_timeout
         )
+        self.head.allow_anonymous = s.dev
+        self._configure_broker(deployment)
         try:
             await self._listen()
         except BaseException:
@@ -482,6 +485,18 @@ class EdgeHub:
     def send_c2d(self, device_id: str, body: bytes, properties: dict[str, str | None] | None = None) -> None:
         self.head.send_c2d(device_id, body, properties)
 
+    def _configure_broker(self, deployment: Deployment) -> None:
+        """The broker mode follows the deployment's ``mqttBroker``: on, reconfigured, or off."""
+        config = deployment.broker
+        if config is None:
+            self.head.broker = None
+        elif self.head.broker is None:
+            s = self.settings
+            self.head.broker = BrokerMode(config, self.mqtt.sessions, s.device_id, s.iothub_hostname)
+        else:
+            self.head.broker.reconfigure(config)
+        self.mqtt.qos2 = config is not None
+
     def reload(self, deployment: Deployment) -> None:
         """Apply a new deployment: routes at once (queued messages are kept), desired-property changes
         pushed to the modules that listen."""
@@ -489,6 +504,7 @@ class EdgeHub:
         self.identities.ensure_modules(deployment.module_names)
         self.deployment = deployment
         self.route_table = table
+        self._configure_broker(deployment)
         self._resume_deliveries()
         for module in deployment.module_names:
             identity_id = f"{self.settings.device_id}/{module}"

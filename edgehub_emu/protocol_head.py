@@ -14,6 +14,11 @@ It implements the MQTT server's ``Broker``:
   (module messages, methods, desired-property updates, C2D, twin responses).
 
 It also offers the cloud side: invoke a method, patch desired properties, send C2D to a leaf device.
+
+With the broker mode on (``mqttBroker`` in the manifest), CONNECT also needs the policy's
+``mqtt:connect``, and filters and topics that are not IoT Hub's go to user-defined pub/sub
+(``broker.BrokerMode``); with ``allow_anonymous`` (``--dev``), clients without credentials may connect
+on the loopback plain-MQTT listener and use user topics only.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .broker import BrokerMode, Client, is_user_filter
 from .identity import Identity, IdentityRegistry, SasError, validate
 from .iothub import (
     C2D,
@@ -63,6 +69,11 @@ log = logging.getLogger("edgehub_emu.hub")
 
 MAX_MESSAGE_SIZE = 262_144
 _random = random.Random()
+
+
+def _is_telemetry(topic: str) -> bool:
+    """Telemetry topics go through routes also in the broker mode (malformed ones are dropped there)."""
+    return topic.startswith("devices/") and "/messages/events" in topic
 
 
 def new_guid() -> str:
@@ -121,12 +132,38 @@ class ProtocolHead:
         self._methods: dict[str, asyncio.Future[MethodResult]] = {}
         self.counters: Counter[str] = Counter()
         self.message_sizes = Reservoir()
+        self.broker: BrokerMode | None = None
+        self.allow_anonymous = False
+
+    def _client(self, session: Session) -> Client:
+        """Who a session is, in the authorization policy's terms."""
+        identity = session.identity
+        if isinstance(identity, Client):
+            return identity
+        return Client(session.client_id, identity.device_id, identity.module_id)
+
+    def _anonymous(self, connect: Connect, peer: PeerInfo) -> AuthResult:
+        """``--dev``: a local tool without credentials, on the loopback plain-MQTT listener."""
+        if self.broker is None or not self.allow_anonymous or peer.transport != "tcp":
+            why = "" if self.broker is None else " (anonymous clients need --dev and the plain MQTT port)"
+            return AuthResult(codec.NOT_AUTHORIZED, reason=f"no credentials{why}")
+        client_id = connect.client_id
+        assigned = None
+        if not client_id:
+            if not connect.clean_session:
+                return AuthResult(codec.IDENTIFIER_REJECTED, reason="empty client id with clean session 0")
+            client_id = assigned = f"anonymous-{uuid.uuid4().hex[:12]}"
+        client = Client(client_id, client_id, None, anonymous=True)
+        decision = self.broker.authorize_connect(client)
+        if not decision.allowed:
+            return AuthResult(codec.NOT_AUTHORIZED, reason=decision.reason)
+        return AuthResult(codec.ACCEPTED, identity=(client, None), client_id=assigned)
 
     # --- CONNECT -------------------------------------------------------------------------------------
 
     def authenticate(self, connect: Connect, peer: PeerInfo) -> AuthResult:
         if connect.username is None:
-            return AuthResult(codec.NOT_AUTHORIZED, reason="no credentials")
+            return self._anonymous(connect, peer)
         try:
             username = parse_username(connect.username)
         except UsernameError as exc:
@@ -156,6 +193,10 @@ class ProtocolHead:
         except SasError as exc:
             self.counters["connect_failed_auth"] += 1
             return AuthResult(codec.NOT_AUTHORIZED, reason=str(exc))
+        if self.broker is not None:
+            decision = self.broker.authorize_connect(Client(claimed, identity.device_id, identity.module_id))
+            if not decision.allowed:
+                return AuthResult(codec.NOT_AUTHORIZED, reason=decision.reason)
         return AuthResult(codec.ACCEPTED, identity=(identity, token.expiry), username=username)
 
     def _device_keys(self, identity: Identity) -> tuple[str, ...]:
@@ -165,6 +206,11 @@ class ProtocolHead:
     def connected(self, session: Session, present: bool) -> None:
         identity, expiry = session.identity
         session.identity = identity
+        if self.broker is not None:
+            self.broker.connected(session, present)
+        if isinstance(identity, Client):
+            log.info("anonymous client %s connected (session present: %s)", identity.client_id, present)
+            return
         state = ClientState(session, set(), expiry, asyncio.Event())
         for topic_filter in session.subscriptions:
             state.features.add(classify_subscription(topic_filter))
@@ -175,6 +221,12 @@ class ProtocolHead:
 
     def disconnected(self, session: Session, graceful: bool, will: Will | None) -> None:
         identity = session.identity
+        if self.broker is not None:
+            self.broker.disconnected(session)
+        if isinstance(identity, Client):
+            if will is not None and not graceful:
+                self.publish(session, Publish(will.topic, will.payload, will.qos, will.retain))
+            return
         if not isinstance(identity, Identity):
             return
         state = self.clients.get(identity.id)
@@ -187,6 +239,9 @@ class ProtocolHead:
 
     def _publish_will(self, session: Session, will: Will) -> None:
         packet = Publish(will.topic, will.payload, will.qos, will.retain)
+        if self.broker is not None and not _is_telemetry(will.topic):
+            self.publish(session, packet)
+            return
         try:
             result = self._telemetry(session, packet, extra={"MessageType": "Will"})
         except Exception:
@@ -211,8 +266,11 @@ class ProtocolHead:
         state = self._state(session)
         codes = []
         for topic_filter, qos in requests:
-            if not valid_filter(topic_filter):
-                codes.append(codec.SUBACK_FAILURE)
+            if self.broker is not None and is_user_filter(topic_filter):
+                codes.append(self.broker.subscribe(self._client(session), topic_filter, qos))
+                continue
+            if not valid_filter(topic_filter) or isinstance(session.identity, Client):
+                codes.append(codec.SUBACK_FAILURE)  # anonymous clients have no IoT Hub topics
                 continue
             codes.append(min(qos, 1))
             feature = classify_subscription(topic_filter)
@@ -222,7 +280,13 @@ class ProtocolHead:
             self._notify(state.session.identity.id)
         return codes
 
+    def subscribed(self, session: Session, granted: list[tuple[str, int]]) -> None:
+        if self.broker is not None:
+            self.broker.subscribed(session, granted)
+
     def unsubscribe(self, session: Session, filters: list[str]) -> None:
+        if self.broker is not None:
+            self.broker.unsubscribe(session.client_id, filters)
         state = self._state(session)
         if state is None:
             return
@@ -260,6 +324,17 @@ class ProtocolHead:
 
     def publish(self, session: Session, packet: Publish) -> Awaitable[Any] | None:
         topic = packet.topic
+        if self.broker is not None and not topic.startswith("$iothub/") and not _is_telemetry(topic):
+            self.broker.publish(self._client(session), packet)
+            return None
+        if isinstance(session.identity, Client):
+            self.counters["dropped_anonymous"] += 1
+            log.warning(
+                "dropped %s's message on %r: anonymous clients have no IoT Hub topics",
+                session.client_id,
+                topic,
+            )
+            return None
         if topic.startswith("$iothub/twin/"):
             self._twin_request(session, packet)
             return None

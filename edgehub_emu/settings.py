@@ -79,6 +79,8 @@ class Settings:
     delivery_window: int = field(default_factory=lambda: int(_env("DELIVERY_WINDOW", "16")))
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
+    dev: bool = field(default_factory=lambda: _env("DEV", "") not in ("", "0", "false"))
+    """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0
 
     @property

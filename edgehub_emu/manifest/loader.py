@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ..broker import BrokerConfig, PolicyError, parse_broker_config
 from ..routing import (
     DEFAULT_TIME_TO_LIVE_SECS,
     Route,
@@ -54,6 +55,8 @@ class Deployment:
     module_twins: dict[str, dict[str, Any]] = field(default_factory=dict)
     prefix: str = "modulesContent."
     source: str = "<manifest>"
+    broker: BrokerConfig | None = None
+    """``mqttBroker`` (schema 1.2): when present, the hub is also an MQTT broker for user topics."""
 
     @property
     def module_names(self) -> list[str]:
@@ -243,6 +246,7 @@ def parse_deployment(
     specs = _route_specs(hub, f"{prefix}$edgeHub.{DESIRED}", problems) if hub is not None else []
     # Compile every route now too, so that route errors come with all the others in one report.
     _compile_specs(specs, "", problems)
+    broker = _broker_config(hub, f"{prefix}$edgeHub.{DESIRED}", problems) if hub is not None else None
     twins: dict[str, dict[str, Any]] = {}
     for name, twin in content.items():
         if name in ("$edgeAgent", "$edgeHub"):
@@ -256,7 +260,27 @@ def parse_deployment(
         twins[name] = twin[DESIRED]
     if problems or agent is None or hub is None:
         raise ManifestError(source, problems)
-    return Deployment(agent, hub, tuple(specs), twins, prefix, source)
+    return Deployment(agent, hub, tuple(specs), twins, prefix, source, broker)
+
+
+def _broker_config(hub: EdgeHubDesired, base: str, problems: list[ManifestProblem]) -> BrokerConfig | None:
+    """``mqttBroker`` belongs to IoT Edge 1.2's MQTT broker preview: schema 1.2 only, as edgeHub 1.2."""
+    if hub.mqttBroker is None:
+        return None
+    path = f"{base}.mqttBroker"
+    if hub.schemaVersion != "1.2":
+        problems.append(
+            ManifestProblem(
+                path,
+                f'needs schemaVersion "1.2" (IoT Edge 1.2\'s MQTT broker), got {hub.schemaVersion!r}',
+            )
+        )
+        return None
+    try:
+        return parse_broker_config(hub.mqttBroker)
+    except PolicyError as exc:
+        problems.extend(ManifestProblem(_join(path, p) if p else path, m) for p, m in exc.problems)
+        return None
 
 
 def load_deployment(path: str | Path, *, env: Mapping[str, str] | None = None) -> Deployment:

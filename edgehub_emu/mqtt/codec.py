@@ -479,12 +479,14 @@ def encode(packet: Packet) -> bytes:
     raise TypeError(f"cannot encode {packet!r}")  # pragma: no cover - every packet type is handled
 
 
-def publish_bytes(topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool = False) -> bytes:
+def publish_bytes(
+    topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool = False, retain: bool = False
+) -> bytes:
     """The hot path of delivery: a PUBLISH without building a Publish object."""
     raw = topic.encode("utf-8")
     head = struct.pack("!H", len(raw)) + raw
     if qos:
         head += struct.pack("!H", packet_id or 0)
-    flags = qos << 1 | (0x08 if dup else 0)
+    flags = qos << 1 | (0x08 if dup else 0) | (0x01 if retain else 0)
     body_length = len(head) + len(payload)
     return bytes([PUBLISH << 4 | flags]) + _remaining_length(body_length) + head + payload

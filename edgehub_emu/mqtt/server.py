@@ -11,12 +11,15 @@ It moves bytes and timers and keeps MQTT's rules; what a publish or a subscripti
   out in the order the PUBLISHes came in; with ``max_pending`` (16) still being processed the server
   stops reading the socket (back-pressure) instead of dropping. If that work fails, the client is
   disconnected without a PUBACK.
-- a QoS 2 PUBLISH is processed, then the connection is closed (edgeHub does not support QoS 2).
+- a QoS 2 PUBLISH is processed, then the connection is closed (edgeHub does not support QoS 2), unless
+  ``qos2`` is on (the broker mode of IoT Edge 1.2): then QoS 2 works both ways, exactly once.
+- a CONNECT with an empty client id is the broker's to accept or refuse; it may assign an id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -35,7 +38,10 @@ from .codec import (
     Pingresp,
     ProtocolError,
     Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
     Unsuback,
@@ -59,6 +65,7 @@ class AuthResult:
     identity: Any = None
     username: Any = None
     reason: str = ""
+    client_id: str | None = None  # an id the broker assigned (the client sent an empty one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,9 @@ class Broker(Protocol):
 
     def subscribe(self, session: Session, requests: list[tuple[str, int]]) -> list[int]: ...
 
+    def subscribed(self, session: Session, granted: list[tuple[str, int]]) -> None:
+        """After the SUBACK went out (retained messages follow it)."""
+
     def unsubscribe(self, session: Session, filters: list[str]) -> None: ...
 
     def disconnected(self, session: Session, graceful: bool, will: Will | None) -> None: ...
@@ -102,8 +112,10 @@ class MqttServer:
         max_packet_size: int = codec.MAX_PACKET_SIZE,
         connect_timeout: float = 60.0,
         max_pending: int = 16,
+        qos2: bool = False,
     ) -> None:
         self.broker = broker
+        self.qos2 = qos2
         self.session_store = session_store or SessionStore(None)
         self.max_packet_size = max_packet_size
         self.connect_timeout = connect_timeout
@@ -133,7 +145,7 @@ class MqttConnection(asyncio.Protocol):
         self.graceful = False
         self.closing = False
         self.peer: PeerInfo | None = None
-        self._pending: deque[tuple[int, Awaitable[Any] | None]] = deque()
+        self._pending: deque[tuple[bytes, Awaitable[Any] | None]] = deque()
         self._ack_task: asyncio.Task[None] | None = None
         self._paused = False
         self._last_activity = time.monotonic()
@@ -225,8 +237,13 @@ class MqttConnection(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send_publish(self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool) -> None:
-        self._write(publish_bytes(topic, payload, qos, packet_id, dup))
+    def send_publish(
+        self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool, retain: bool = False
+    ) -> None:
+        self._write(publish_bytes(topic, payload, qos, packet_id, dup, retain))
+
+    def send_packet(self, packet: codec.Packet) -> None:
+        self._write(codec.encode(packet))
 
     def close(self, reason: str) -> None:
         if self.closing:
@@ -267,8 +284,13 @@ class MqttConnection(asyncio.Protocol):
             raise CloseConnection(f"{type(packet).__name__} before CONNECT")
         if isinstance(packet, Publish):
             self._on_publish(session, packet)
-        elif isinstance(packet, Puback):
+        elif isinstance(packet, Puback | Pubcomp):
             session.acknowledge(packet.packet_id)
+        elif isinstance(packet, Pubrec) and self.server.qos2:
+            session.received(packet.packet_id)
+        elif isinstance(packet, Pubrel) and self.server.qos2:
+            session.awaiting_release.discard(packet.packet_id)
+            self._write(codec.encode(Pubcomp(packet.packet_id)))
         elif isinstance(packet, Subscribe):
             self._on_subscribe(session, packet)
         elif isinstance(packet, Unsubscribe):
@@ -300,6 +322,9 @@ class MqttConnection(asyncio.Protocol):
             self._write(codec.encode(Connack(result.return_code)))
             self.close("connection refused")
             return
+        if result.client_id is not None:
+            packet = dataclasses.replace(packet, client_id=result.client_id)
+            self.connect_packet = packet
         server = self.server
         existing = server.sessions.get(packet.client_id)
         if existing is not None and existing.connection is not None:
@@ -330,6 +355,7 @@ class MqttConnection(asyncio.Protocol):
         server.broker.connected(session, present)
         if present:
             session.resend_inflight()
+            session.flush_offline()
 
     def _on_subscribe(self, session: Session, packet: Subscribe) -> None:
         codes = self.server.broker.subscribe(session, packet.topics)
@@ -338,20 +364,31 @@ class MqttConnection(asyncio.Protocol):
                 session.subscriptions[topic_filter] = Subscription(code)
         self.server.session_store.save(session)
         self._write(codec.encode(Suback(packet.packet_id, codes)))
+        granted = [
+            (f, c) for (f, _), c in zip(packet.topics, codes, strict=True) if c != codec.SUBACK_FAILURE
+        ]
+        self.server.broker.subscribed(session, granted)
 
     def _on_publish(self, session: Session, packet: Publish) -> None:
+        if packet.qos == 2 and self.server.qos2:
+            assert packet.packet_id is not None
+            if packet.packet_id in session.awaiting_release:  # sent again before our PUBREC arrived
+                self._write(codec.encode(Pubrec(packet.packet_id)))
+                return
+            session.awaiting_release.add(packet.packet_id)
         result = self.server.broker.publish(session, packet)
-        if packet.qos == 2:
+        if packet.qos == 2 and not self.server.qos2:
             raise CloseConnection("QoS 2 PUBLISH processed; QoS 2 is not supported")
         if packet.qos == 0:
             if result is not None:
                 spawn(result, f"storing a QoS 0 message from {session.client_id}")
             return
         assert packet.packet_id is not None
+        ack = codec.encode(Puback(packet.packet_id) if packet.qos == 1 else Pubrec(packet.packet_id))
         if result is None and not self._pending:
-            self._write(codec.encode(Puback(packet.packet_id)))
+            self._write(ack)
             return
-        self._pending.append((packet.packet_id, result))
+        self._pending.append((ack, result))
         if len(self._pending) >= self.server.max_pending and not self._paused:
             self._paused = True
             self.transport.pause_reading()
@@ -361,7 +398,7 @@ class MqttConnection(asyncio.Protocol):
     async def _acknowledge_in_order(self) -> None:
         pending = self._pending
         while pending:
-            packet_id, work = pending[0]
+            ack, work = pending[0]
             if work is not None:
                 try:
                     await work
@@ -371,7 +408,7 @@ class MqttConnection(asyncio.Protocol):
                     self.close("the message could not be stored")
                     return
             pending.popleft()
-            self._write(codec.encode(Puback(packet_id)))
+            self._write(ack)
             if self._paused and len(pending) < self.server.max_pending and not self.closing:
                 self._paused = False
                 self.transport.resume_reading()

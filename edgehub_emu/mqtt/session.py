@@ -1,10 +1,11 @@
 """MQTT sessions: subscriptions, outbound QoS 1 messages in flight, and persistence of subscriptions.
 
 A session outlives its connections when the client connects with clean session 0: subscriptions
-survive disconnects (and hub restarts, through ``SessionStore``), and QoS 1 messages that were sent but
-not acknowledged are sent again, with DUP set, when the client returns. Clean session 1 discards all
-of it. Offline messages are not kept here: undelivered routed messages wait in endpoint queues, as in
-edgeHub.
+survive disconnects (and hub restarts, through ``SessionStore``), and QoS 1 and 2 messages that were
+sent but not acknowledged are sent again, with DUP set, when the client returns (a QoS 2 message whose
+PUBREC came gets its PUBREL again instead). Clean session 1 discards all of it. Routed messages for an
+absent module wait in endpoint queues, as in edgeHub; only the broker mode's user-topic messages wait
+in the session (``queue_offline``), as in any MQTT broker.
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ import asyncio
 import json
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import codec
 from .topic_trie import TopicTrie
+
+MAX_OFFLINE_MESSAGES = 10_000
 
 
 class Connection(Protocol):
     """What a session needs from the connection currently attached to it."""
 
     def send_publish(
-        self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool
+        self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool, retain: bool = False
     ) -> None: ...
+
+    def send_packet(self, packet: codec.Packet) -> None: ...
 
     def close(self, reason: str) -> None: ...
 
@@ -37,6 +43,9 @@ class InFlight:
     payload: bytes
     future: asyncio.Future[None]
     sent: bool = False
+    qos: int = 1
+    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+    retain: bool = False
 
 
 @dataclass
@@ -83,6 +92,8 @@ class Session:
         self.connection: Connection | None = None
         self.identity: Any = None
         self.username: Any = None
+        self.awaiting_release: set[int] = set()  # inbound QoS 2: PUBREC sent, waiting for PUBREL
+        self.offline: deque[tuple[str, bytes, int]] = deque()
         self._next_id = 0
 
     @property
@@ -104,38 +115,74 @@ class Session:
                 return self._next_id
         raise RuntimeError("no free packet identifier: 65535 messages in flight")
 
-    def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None] | None:
-        """Send to the client now. QoS 0: None (sent). QoS 1: a future set by the client's PUBACK.
-        Raises ``NotConnected`` if no connection is attached."""
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Send to the client now. QoS 0: None (sent). QoS 1 and 2: a future set by the client's PUBACK
+        (PUBCOMP for QoS 2). Raises ``NotConnected`` if no connection is attached."""
         connection = self.connection
         if connection is None:
             raise NotConnected(self.client_id)
         if qos == 0:
-            connection.send_publish(topic, payload, 0, None, False)
+            connection.send_publish(topic, payload, 0, None, False, retain)
             return None
         packet_id = self._allocate()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.inflight[packet_id] = InFlight(topic, payload, future, sent=True)
-        connection.send_publish(topic, payload, 1, packet_id, False)
+        self.inflight[packet_id] = InFlight(topic, payload, future, sent=True, qos=qos, retain=retain)
+        connection.send_publish(topic, payload, qos, packet_id, False, retain)
         return future
 
     def acknowledge(self, packet_id: int) -> None:
+        """PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is delivered."""
         entry = self.inflight.pop(packet_id, None)
         if entry is not None and not entry.future.done():
             entry.future.set_result(None)
 
+    def received(self, packet_id: int) -> None:
+        """PUBREC of an outbound QoS 2 message: answer PUBREL (again, if the client asks again)."""
+        entry = self.inflight.get(packet_id)
+        if entry is not None:
+            entry.released = True
+        if self.connection is not None:
+            self.connection.send_packet(codec.Pubrel(packet_id))
+
     def resend_inflight(self) -> None:
-        """After a reconnect with clean session 0: send what was not acknowledged again, DUP set."""
+        """After a reconnect with clean session 0: send what was not acknowledged again, DUP set (or the
+        PUBREL of a QoS 2 message the client has received)."""
         connection = self.connection
         if connection is None:
             return
         for packet_id, entry in self.inflight.items():
-            connection.send_publish(entry.topic, entry.payload, 1, packet_id, entry.sent)
+            if entry.released:
+                connection.send_packet(codec.Pubrel(packet_id))
+            else:
+                connection.send_publish(
+                    entry.topic, entry.payload, entry.qos, packet_id, entry.sent, entry.retain
+                )
             entry.sent = True
+
+    def queue_offline(self, topic: str, payload: bytes, qos: int) -> bool:
+        """Keep a user-topic message for a persistent session that is away; True if the oldest had to
+        make room (at most ``MAX_OFFLINE_MESSAGES`` wait)."""
+        dropped = len(self.offline) >= MAX_OFFLINE_MESSAGES
+        if dropped:
+            self.offline.popleft()
+        self.offline.append((topic, payload, qos))
+        return dropped
+
+    def flush_offline(self) -> None:
+        """Send what waited while the client was away, in order."""
+        while self.offline and self.connection is not None:
+            topic, payload, qos = self.offline.popleft()
+            future = self.publish(topic, payload, qos)
+            if future is not None:
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def discard(self, reason: str) -> None:
         """Clean session: forget subscriptions and fail what is in flight (its sender retries)."""
         self.subscriptions.clear()
+        self.offline.clear()
+        self.awaiting_release.clear()
         for entry in self.inflight.values():
             if not entry.future.done():
                 entry.future.set_exception(NotConnected(f"{self.client_id}: {reason}"))

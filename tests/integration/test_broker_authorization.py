@@ -1,0 +1,106 @@
+"""The broker mode with IoT identities (SAS over TLS): the policy decides connect, publish and subscribe
+on user topics, while each client's own IoT Hub topics keep working and telemetry is still routed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgehub_emu.manifest import parse_deployment
+
+from .conftest import EXAMPLE, IOTHUB, Hub
+
+
+def broker_manifest(authorizations: list[dict[str, Any]]) -> Any:
+    doc = json.loads(json.dumps(EXAMPLE))
+    hub = doc["modulesContent"]["$edgeHub"]["properties.desired"]
+    hub["schemaVersion"] = "1.2"
+    hub["routes"] = {
+        "toFilter": "FROM /messages/modules/SimulatedTemperatureSensor/* "
+        'INTO BrokeredEndpoint("/modules/filtermodule/inputs/input1")'
+    }
+    hub["mqttBroker"] = {"authorizations": authorizations}
+    return parse_deployment(doc, env={})
+
+
+POLICY = [
+    {
+        "identities": [f"{IOTHUB}/edge-device/SimulatedTemperatureSensor", "edge-device/filtermodule"],
+        "allow": [{"operations": ["mqtt:connect"]}],
+    },
+    {
+        "identities": ["{{iot:identity}}"],
+        "allow": [
+            {"operations": ["mqtt:publish"], "resources": ["alerts/{{iot:module_id}}"]},
+            {"operations": ["mqtt:subscribe"], "resources": ["alerts/#"]},
+        ],
+    },
+    {
+        "identities": ["edge-device/filtermodule"],
+        "deny": [{"operations": ["mqtt:publish"], "resources": ["alerts/#"]}],
+    },
+]
+
+
+@pytest.fixture
+async def hub(start_hub: Callable[..., Any]) -> Hub:
+    return await start_hub(broker_manifest(POLICY), leaf_devices=("leaf1",))
+
+
+async def test_connect_needs_an_allow(hub: Hub) -> None:
+    await hub.client("leaf1", expect=5)  # authenticated, but no statement allows it to connect
+    assert hub.hub.head.broker.counters["refused_connect"] == 1  # type: ignore[union-attr]
+    await hub.client("filtermodule")
+
+
+async def test_user_topics_follow_the_policy(hub: Hub) -> None:
+    sensor = await hub.client("SimulatedTemperatureSensor")
+    listener = await hub.client("filtermodule")
+    assert await listener.subscribe("alerts/#", "secrets/#") == [1, 0x80]
+    await sensor.publish("alerts/SimulatedTemperatureSensor", b"too hot")
+    message = await listener.next()
+    assert (message.topic, message.payload) == ("alerts/SimulatedTemperatureSensor", b"too hot")
+    await sensor.publish("alerts/someone-else", b"spoofed")  # acknowledged, then dropped
+    await listener.publish("alerts/filtermodule", b"denied")  # a deny wins over the allow
+    await listener.nothing()
+    counters = hub.hub.head.broker.counters  # type: ignore[union-attr]
+    assert counters["denied_publish"] == 2 and counters["denied_subscribe"] == 1
+
+
+async def test_iothub_topics_still_work_beside_user_topics(hub: Hub) -> None:
+    sensor = await hub.client("SimulatedTemperatureSensor")
+    listener = await hub.client("filtermodule")
+    assert await listener.subscribe(
+        "devices/edge-device/modules/filtermodule/#", "$iothub/methods/POST/#", "alerts/#"
+    ) == [1, 1, 1]
+    await sensor.publish("devices/edge-device/modules/SimulatedTemperatureSensor/messages/events/", b"{}")
+    routed = await listener.next()
+    assert routed.topic.startswith("devices/edge-device/modules/filtermodule/inputs/input1/")
+
+    async def answer() -> None:
+        request = await listener.next()
+        rid = request.topic.rsplit("=", 1)[1]
+        await listener.publish(f"$iothub/methods/res/200/?$rid={rid}", b'{"ok": true}')
+
+    task = asyncio.ensure_future(answer())
+    result = await hub.hub.invoke_method("filtermodule", "ping", {})
+    await task
+    assert result.status == 200 and result.payload == {"ok": True}
+
+
+async def test_anonymous_clients_need_dev(start_hub: Callable[..., Any]) -> None:
+    plain = await start_hub(broker_manifest(POLICY), mqtt_port=0)
+    paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tool", protocol=mqtt.MQTTv311)
+    codes: list[int] = []
+    paho.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc.value)
+    await asyncio.to_thread(paho.connect, "127.0.0.1", plain.hub.endpoints.mqtt_port)
+    for _ in range(50):
+        await asyncio.to_thread(paho.loop, 0.1)
+        if codes:
+            break
+    assert codes == [135]  # CONNACK 5: not authorized (anonymous without --dev)
