@@ -310,6 +310,18 @@ def run(
     module_commands: list[str] = typer.Option(
         [], "--module", help="NAME=COMMAND: start a module of the deployment as a local process (repeatable)."
     ),
+    upstream: str | None = typer.Option(
+        None,
+        "--upstream",
+        help="Where $upstream goes instead of the local capture: mqtt://host:port, mqtts://host:port, or "
+        "iothub:<edge device connection string> (an IoT hub or a parent edge hub).",
+    ),
+    upstream_ca: Path | None = typer.Option(
+        None, "--upstream-ca", help="CA certificate of the upstream (a parent edgehub-emu's certs/ca.pem)."
+    ),
+    leaf_devices: list[str] = typer.Option(
+        [], "--leaf-device", help="A downstream device id (repeatable); a child edge device's modules too."
+    ),
     dev: bool = typer.Option(
         False,
         "--dev",
@@ -332,6 +344,12 @@ def run(
             raise typer.BadParameter("sqlite or memory", param_hint="--store")
         settings = dataclasses.replace(settings, store=store)
     settings = dataclasses.replace(settings, watch_manifest=watch)
+    if upstream is not None:
+        settings = dataclasses.replace(settings, upstream=upstream)
+    if upstream_ca is not None:
+        settings = dataclasses.replace(settings, upstream_ca=upstream_ca)
+    if leaf_devices:
+        settings = dataclasses.replace(settings, leaf_devices=(*settings.leaf_devices, *leaf_devices))
     if dev:
         settings = dataclasses.replace(
             settings, dev=True, mqtt_port=1883 if settings.mqtt_port is None else settings.mqtt_port
@@ -407,6 +425,8 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     if e.mqtt_port is not None:
         anonymous = "   (anonymous local tools allowed: --dev)" if s.dev and hub.head.broker else ""
         out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}{anonymous}")
+    if hub.bridge is not None:
+        out.print(f"  upstream             {hub.bridge.config.describe()}")
     if hub.head.broker is not None:
         config = hub.head.broker.config
         out.print(

@@ -8,7 +8,7 @@ module message in flight per client across its inputs, a PUBACK not received wit
 retry, and a subscription that registers module messages but does not match the input's topic makes
 the message undeliverable: it is dropped. Without a connection or subscription, messages wait (until
 their time-to-live); delivery resumes as soon as the module connects and subscribes. ``$upstream``
-delivers to the configured upstream sink the same way.
+delivers to the configured upstream sink the same way, and so does the bridge queue to its sink.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .iothub import module_input_topic
 from .metrics import Reservoir
 from .mqtt.session import NotConnected
 from .protocol_head import ProtocolHead
-from .routing import Message, ModuleEndpoint, UpstreamEndpoint
+from .routing import BridgeEndpoint, Message, ModuleEndpoint, UpstreamEndpoint
 from .store import Entry, MemoryStore
 from .tasks import spawn
 
@@ -67,6 +67,7 @@ class Deliveries:
         self.head = head
         self.store = store
         self.upstream = upstream
+        self.sinks: dict[str, Callable[[Message], Awaitable[None]]] = {}  # other endpoints, by id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._windows: dict[str, asyncio.Semaphore] = {}
         self.counters: Counter[str] = Counter()
@@ -75,7 +76,7 @@ class Deliveries:
         self.backoff_first = 1.0
         self.latency = Reservoir()
 
-    def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint) -> None:
+    def ensure(self, endpoint: ModuleEndpoint | UpstreamEndpoint | BridgeEndpoint) -> None:
         if self._stopping:
             return
         task = self._tasks.get(endpoint.id)
@@ -187,18 +188,19 @@ class Deliveries:
             else:
                 await self.store.wait(endpoint.id, RECHECK)
 
-    async def _upstream(self, endpoint: UpstreamEndpoint) -> None:
+    async def _upstream(self, endpoint: UpstreamEndpoint | BridgeEndpoint) -> None:
         backoff = Backoff(self.backoff_first)
+        sink = self.sinks.get(endpoint.id, self.upstream)
         while not self._stopping:
             entry = self.store.head(endpoint.id)
             if entry is None:
                 await self.store.wait(endpoint.id, RECHECK)
                 continue
             try:
-                await self.upstream(entry.message)
+                await sink(entry.message)
             except Exception as exc:
                 delay = backoff.next()
-                log.warning("upstream refused a message (%s); retrying in %g s", exc, delay)
+                log.warning("%s refused a message (%s); retrying in %g s", endpoint, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()

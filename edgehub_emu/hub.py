@@ -31,17 +31,25 @@ from .manifest import Deployment, ManifestError, compile_routes, load_deployment
 from .metrics import registry_for
 from .mqtt.server import MqttServer
 from .mqtt.session import SessionStore
-from .protocol_head import MethodResult, ProtocolHead
-from .routing import ModuleEndpoint, RoutedEndpoint, RouteTable, UpstreamEndpoint
+from .protocol_head import MethodError, MethodResult, ProtocolHead
+from .routing import BridgeEndpoint, Message, ModuleEndpoint, RoutedEndpoint, RouteTable, UpstreamEndpoint
 from .runner import LocalModule, ModuleRunner, Plan
 from .settings import Settings, is_loopback
 from .store import MemoryStore, SqliteStore
 from .tasks import spawn
-from .upstream import UpstreamCapture
+from .upstream import (
+    IotHubUpstream,
+    IotHubUpstreamConfig,
+    MqttBridge,
+    UpstreamCapture,
+    UpstreamError,
+    parse_upstream,
+)
 
 log = logging.getLogger("edgehub_emu.hub")
 
 MAX_UNIX_SOCKET_PATH = 107  # bytes of sun_path, less the terminating NUL (Linux)
+BRIDGE = BridgeEndpoint()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +111,7 @@ class EdgeHub:
         self.metrics = registry_for(self)
         self.local_modules = tuple(local_modules)
         self.runner: ModuleRunner | None = None
+        self.bridge: IotHubUpstream | MqttBridge | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -153,11 +162,18 @@ class EdgeHub:
             twins=self.twins,
             on_queued=self._queued,
         )
-        self.deliveries = Deliveries(self.head, self.store, self.upstream.send, max(1, s.delivery_window))
+        self.bridge = self._make_upstream()
+        sink = self.upstream.send if self.bridge is None else self._send_upstream
+        self.deliveries = Deliveries(self.head, self.store, sink, max(1, s.delivery_window))
         self.mqtt = MqttServer(
             self.head, session_store=SessionStore(data / "sessions.json"), connect_timeout=s.connect_timeout
         )
         self.head.allow_anonymous = s.dev
+        if isinstance(self.bridge, MqttBridge):
+            self.deliveries.sinks[BRIDGE.id] = self.bridge.forward
+        elif isinstance(self.bridge, IotHubUpstream):
+            self.head.on_connected.append(self.bridge.identity_connected)
+            self.head.on_reported.append(self.bridge.report)
         self._configure_broker(deployment)
         try:
             await self._listen()
@@ -171,6 +187,8 @@ class EdgeHub:
         if s.watch_manifest:
             self._tasks.append(spawn(self._watch_manifest(), "watching the manifest"))
         self._resume_deliveries()
+        if isinstance(self.bridge, MqttBridge):
+            self.bridge.start()
         self._write_endpoints()
         if self.local_modules:
             await self._start_local_modules(deployment)
@@ -215,6 +233,9 @@ class EdgeHub:
         if hasattr(self, "deliveries"):
             await self.deliveries.stop()
         log.debug("stop: deliveries stopped")
+        if self.bridge is not None:
+            await self.bridge.stop()
+            self.bridge = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -369,9 +390,72 @@ class EdgeHub:
             if purged:
                 log.info("dropped %d messages whose time-to-live ran out", purged)
 
-    def _endpoints_by_id(self) -> dict[str, ModuleEndpoint | UpstreamEndpoint]:
+    def _endpoints_by_id(self) -> dict[str, ModuleEndpoint | UpstreamEndpoint | BridgeEndpoint]:
         assert self.route_table is not None
-        return {r.endpoint.id: r.endpoint for r in self.route_table.routes}
+        known: dict[str, ModuleEndpoint | UpstreamEndpoint | BridgeEndpoint] = {
+            r.endpoint.id: r.endpoint for r in self.route_table.routes
+        }
+        if isinstance(self.bridge, MqttBridge):
+            known[BRIDGE.id] = BRIDGE
+        return known
+
+    # --- upstream -----------------------------------------------------------------------------------
+
+    def _make_upstream(self) -> IotHubUpstream | MqttBridge | None:
+        s = self.settings
+        if not s.upstream:
+            return None
+        try:
+            config = parse_upstream(s.upstream)
+        except UpstreamError as exc:
+            raise HubError(f"--upstream: {exc}") from None
+        if s.upstream_ca is not None and not s.upstream_ca.is_file():
+            raise HubError(f"--upstream-ca: no file {s.upstream_ca}")
+        if isinstance(config, IotHubUpstreamConfig):
+            return IotHubUpstream(
+                config,
+                s.device_id,
+                ca_file=s.upstream_ca,
+                invoke_method=self._invoke_for_upstream,
+                patch_desired=self.patch_desired,
+            )
+        return MqttBridge(
+            config,
+            s.device_id,
+            ca_file=s.upstream_ca,
+            enqueue=self._enqueue_bridged,
+            publish_local=self._bridged_in,
+        )
+
+    async def _send_upstream(self, message: Message) -> None:
+        """To the configured upstream; then also into the local capture, which shows what went up."""
+        assert self.bridge is not None
+        await self.bridge.send(message)
+        await self.upstream.send(message)
+
+    async def _invoke_for_upstream(
+        self, identity_id: str, method_name: str, payload: Any, timeout: float
+    ) -> tuple[int, Any]:
+        try:
+            result = await self.head.invoke_method(identity_id, method_name, payload, timeout)
+        except MethodError as exc:
+            return exc.status, {"message": str(exc)}
+        return result.status, result.payload
+
+    def _enqueue_bridged(self, message: Message) -> Any:
+        """A local user-topic message a bridge carries out: into the durable bridge queue."""
+        assert self.store is not None and self.deployment is not None
+        copy = RoutedEndpoint(BRIDGE, 0, self.deployment.global_ttl_secs, "mqttBroker.bridges")
+        result = self.store.add(message, [copy])
+        self.deliveries.ensure(BRIDGE)
+        return result
+
+    def _bridged_in(self, topic: str, payload: bytes, qos: int) -> None:
+        """A remote message a bridge brings in: to the local subscribers of the topic."""
+        if self.head.broker is None:
+            log.warning("dropped a bridged message on %r: the broker mode is off (no mqttBroker)", topic)
+            return
+        self.head.broker.topics.publish(topic, payload, qos, from_bridge=True)
 
     def _resume_deliveries(self) -> None:
         """After a start or a reload: deliver what waits in queues of endpoints the routes still name;
@@ -486,16 +570,26 @@ class EdgeHub:
         self.head.send_c2d(device_id, body, properties)
 
     def _configure_broker(self, deployment: Deployment) -> None:
-        """The broker mode follows the deployment's ``mqttBroker``: on, reconfigured, or off."""
+        """The broker mode follows the deployment's ``mqttBroker``: on, reconfigured, or off; so do the
+        bridges of an MQTT upstream."""
         config = deployment.broker
         if config is None:
             self.head.broker = None
         elif self.head.broker is None:
             s = self.settings
             self.head.broker = BrokerMode(config, self.mqtt.sessions, s.device_id, s.iothub_hostname)
+            if isinstance(self.bridge, MqttBridge):
+                self.head.broker.topics.listeners.append(self.bridge.local_publish)
         else:
             self.head.broker.reconfigure(config)
         self.mqtt.qos2 = config is not None
+        bridges = config.bridges if config is not None else ()
+        if isinstance(self.bridge, MqttBridge):
+            self.bridge.configure(bridges)
+        elif bridges:
+            log.warning(
+                "mqttBroker.bridges are ignored: they need an MQTT upstream (--upstream mqtt://host:port)"
+            )
 
     def reload(self, deployment: Deployment) -> None:
         """Apply a new deployment: routes at once (queued messages are kept), desired-property changes

@@ -134,6 +134,9 @@ class ProtocolHead:
         self.message_sizes = Reservoir()
         self.broker: BrokerMode | None = None
         self.allow_anonymous = False
+        # An upstream listens here: who connected (to open their upstream connection), what was reported.
+        self.on_connected: list[Callable[[str], None]] = []
+        self.on_reported: list[Callable[[str, dict[str, Any]], None]] = []
 
     def _client(self, session: Session) -> Client:
         """Who a session is, in the authorization policy's terms."""
@@ -218,6 +221,8 @@ class ProtocolHead:
         self.counters["connect_success"] += 1
         log.info("%s connected (session present: %s)", identity.id, present)
         self._notify(identity.id)
+        for listener in self.on_connected:
+            listener(identity.id)
 
     def disconnected(self, session: Session, graceful: bool, will: Will | None) -> None:
         identity = session.identity
@@ -225,7 +230,7 @@ class ProtocolHead:
             self.broker.disconnected(session)
         if isinstance(identity, Client):
             if will is not None and not graceful:
-                self.publish(session, Publish(will.topic, will.payload, will.qos, will.retain))
+                self._publish_will(session, will)
             return
         if not isinstance(identity, Identity):
             return
@@ -239,11 +244,13 @@ class ProtocolHead:
 
     def _publish_will(self, session: Session, will: Will) -> None:
         packet = Publish(will.topic, will.payload, will.qos, will.retain)
-        if self.broker is not None and not _is_telemetry(will.topic):
-            self.publish(session, packet)
-            return
         try:
-            result = self._telemetry(session, packet, extra={"MessageType": "Will"})
+            if isinstance(session.identity, Client) or (
+                self.broker is not None and not _is_telemetry(will.topic)
+            ):
+                result = self.publish(session, packet)
+            else:
+                result = self._telemetry(session, packet, extra={"MessageType": "Will"})
         except Exception:
             log.exception("could not route the will of %s", session.client_id)
             return
@@ -325,8 +332,7 @@ class ProtocolHead:
     def publish(self, session: Session, packet: Publish) -> Awaitable[Any] | None:
         topic = packet.topic
         if self.broker is not None and not topic.startswith("$iothub/") and not _is_telemetry(topic):
-            self.broker.publish(self._client(session), packet)
-            return None
+            return self.broker.publish(self._client(session), packet)
         if isinstance(session.identity, Client):
             self.counters["dropped_anonymous"] += 1
             log.warning(
@@ -428,6 +434,8 @@ class ProtocolHead:
             validate_reported_patch(patch, len(packet.payload))
             self.twins.patch_reported(identity.id, patch)
             self.counters["reported_properties"] += 1
+            for listener in self.on_reported:
+                listener(identity.id, patch)
             self._route_twin_change(identity, packet.payload)
         except TwinError as exc:
             status = exc.status

@@ -79,6 +79,13 @@ class Settings:
     delivery_window: int = field(default_factory=lambda: int(_env("DELIVERY_WINDOW", "16")))
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
+    upstream: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_UPSTREAM") or None)
+    """None: ``$upstream`` goes to the local capture; else ``mqtt://…``, ``mqtts://…`` or ``iothub:…``."""
+    upstream_ca: Path | None = field(
+        default_factory=lambda: (
+            Path(os.environ["EDGEHUB_EMU_UPSTREAM_CA"]) if os.environ.get("EDGEHUB_EMU_UPSTREAM_CA") else None
+        )
+    )  # the CA that signed the upstream's certificate (a parent edge hub's); None: the system's
     dev: bool = field(default_factory=lambda: _env("DEV", "") not in ("", "0", "false"))
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0

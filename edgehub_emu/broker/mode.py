@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from ..iothub import UNKNOWN, classify_subscription
 from ..mqtt import codec
@@ -70,15 +70,15 @@ class BrokerMode:
         for topic_filter in filters:
             self.topics.unsubscribe(client_id, topic_filter)
 
-    def publish(self, client: Client, packet: Publish) -> bool:
-        """Publish on a user topic if the policy allows it; False (dropped and counted) otherwise."""
+    def publish(self, client: Client, packet: Publish) -> Awaitable[None] | None:
+        """Publish on a user topic if the policy allows it (else it is dropped and counted). Returns the
+        work the PUBACK waits for (a bridge queue's commit), if any."""
         decision = self.policy.decide(client, PUBLISH, packet.topic)
         if not decision.allowed:
             self.counters["denied_publish"] += 1
             log.warning("dropped %s's message on %r: %s", client.client_id, packet.topic, decision.reason)
-            return False
-        self.topics.publish(packet.topic, packet.payload, packet.qos, packet.retain)
-        return True
+            return None
+        return self.topics.publish(packet.topic, packet.payload, packet.qos, packet.retain)
 
     def connected(self, session: Session, present: bool) -> None:
         """A new session starts without user subscriptions; a resumed one keeps them (after a hub

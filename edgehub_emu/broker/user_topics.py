@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ..mqtt.session import NotConnected, Session
@@ -22,7 +22,9 @@ from ..mqtt.topic_trie import TopicTrie, filter_matches
 
 log = logging.getLogger("edgehub_emu.broker")
 
-Listener = Callable[[str, bytes, int, bool], None]
+Listener = Callable[[str, bytes, int, bool], Awaitable[None] | None]
+"""Told of every publish that did not come in over a bridge; may return work the publisher's
+acknowledgement waits for (the bridge queue's commit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,10 @@ class Retained:
 def _dollar_safe(topic_filter: str, topic: str) -> bool:
     """MQTT 3.1.1 §4.7.2: ``+/…`` and ``#`` do not match topics that start with ``$``."""
     return not (topic.startswith("$") and topic_filter[:1] in ("+", "#"))
+
+
+async def _all(work: list[Awaitable[None]]) -> None:
+    await asyncio.gather(*work)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -84,9 +90,11 @@ class UserTopics:
 
     # --- publishing -------------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
-        """Deliver to every matching session now (or queue for persistent ones that are away); returns
-        the number of sessions it went to."""
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False, from_bridge: bool = False
+    ) -> Awaitable[None] | None:
+        """Deliver to every matching session now (or queue for persistent ones that are away). Returns
+        what the publisher's acknowledgement must wait for, if anything (listeners' work)."""
         self.counters["received"] += 1
         if retain:
             if payload:
@@ -109,12 +117,20 @@ class UserTopics:
                 if session.queue_offline(topic, payload, effective):
                     self.counters["dropped_offline_limit"] += 1
                 self.counters["queued_offline"] += 1
+        if from_bridge:
+            return None
+        work = []
         for listener in self.listeners:
             try:
-                listener(topic, payload, qos, retain)
+                result = listener(topic, payload, qos, retain)
             except Exception:
                 log.exception("a listener of user topics failed on %s", topic)
-        return len(best)
+                continue
+            if result is not None:
+                work.append(result)
+        if not work:
+            return None
+        return work[0] if len(work) == 1 else _all(work)
 
     def _send(self, session: Session, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:

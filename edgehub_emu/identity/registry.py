@@ -90,7 +90,17 @@ class IdentityRegistry:
         os.replace(tmp, self.path)
 
     def get(self, identity_id: str) -> Identity | None:
-        return self._identities.get(identity_id)
+        """An identity by id. A module of a leaf device (``child/filtermodule``) exists whenever the leaf
+        device does: a child edge device's modules reach their parent with tokens signed by the child
+        device's key, as in nested edge."""
+        identity = self._identities.get(identity_id)
+        if identity is None and "/" in identity_id:
+            device_id, _, module_id = identity_id.partition("/")
+            device = self._identities.get(device_id)
+            if device is not None and device.leaf and module_id and "/" not in module_id:
+                identity = Identity(device_id, module_id, device.primary_key, device.secondary_key, True)
+                self._identities[identity_id] = identity
+        return identity
 
     def identity_id(self, module_or_device: str) -> str:
         """``filtermodule`` → ``edge-device/filtermodule``; a leaf device id or ``device/module`` stays."""

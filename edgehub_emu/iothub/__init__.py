@@ -31,6 +31,7 @@ from .topics import (
     parse_twin_address,
     parse_twin_request,
     parse_username,
+    telemetry_topic,
     twin_response_topic,
 )
 
@@ -61,5 +62,6 @@ __all__ = [
     "parse_twin_request",
     "parse_username",
     "property_bag",
+    "telemetry_topic",
     "twin_response_topic",
 ]

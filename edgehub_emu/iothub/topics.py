@@ -203,6 +203,27 @@ def outbound_bag(properties: Mapping[str, str | None], system_properties: Mappin
     return property_bag.encode(pairs.items())
 
 
+_TELEMETRY_WIRE_NAMES = {internal: wire for wire, internal in INCOMING_SYSTEM_PROPERTIES.items()}
+
+
+def telemetry_topic(
+    device_id: str,
+    module_id: str | None,
+    properties: Mapping[str, str | None],
+    system_properties: Mapping[str, str | None],
+) -> str:
+    """The topic a device or module sends telemetry on, with its properties in the bag as the SDKs write
+    them (what an edge hub sends upstream on its behalf; the output name included, for the parent's
+    routes)."""
+    address = f"devices/{device_id}/" + (f"modules/{module_id}/" if module_id else "") + "messages/events/"
+    pairs: dict[str, str | None] = dict(properties)
+    for name, value in system_properties.items():
+        wire = _TELEMETRY_WIRE_NAMES.get(name)
+        if wire is not None and value is not None:
+            pairs[wire] = value
+    return address + property_bag.encode(pairs.items())
+
+
 def with_bag(address: str, bag: str) -> str:
     """``address`` plus ``/bag``; no trailing slash when the bag is empty."""
     return f"{address.rstrip('/')}/{bag}" if bag else address

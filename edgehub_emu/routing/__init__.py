@@ -4,7 +4,7 @@ Pure code: no sockets, no event loop, no files. Everything the rest of the hub n
 """
 
 from .compiler import CompiledCondition, compile_condition, parse_condition
-from .endpoints import UPSTREAM_ID, Endpoint, ModuleEndpoint, UpstreamEndpoint
+from .endpoints import UPSTREAM_ID, BridgeEndpoint, Endpoint, ModuleEndpoint, UpstreamEndpoint
 from .errors import ConditionCompileError, EndpointError, Problem, RouteError, RouteSyntaxError
 from .lint import RouteWarning, lint_route
 from .message import Message, json_body
@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_TIME_TO_LIVE_SECS",
     "UNDEF",
     "UPSTREAM_ID",
+    "BridgeEndpoint",
     "CompiledCondition",
     "ConditionCompileError",
     "Endpoint",

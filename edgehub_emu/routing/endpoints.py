@@ -43,6 +43,17 @@ class ModuleEndpoint:
         return f'BrokeredEndpoint("/modules/{self.module_id}/inputs/{self.input_name}")'
 
 
+@dataclass(frozen=True, slots=True)
+class BridgeEndpoint:
+    """Not a route's: the queue of user-topic messages ``mqttBroker.bridges`` carry out to the upstream
+    broker (so a broker outage loses nothing)."""
+
+    id: str = "bridge"
+
+    def __str__(self) -> str:
+        return "mqttBroker.bridges"
+
+
 Endpoint = UpstreamEndpoint | ModuleEndpoint
 
 

@@ -1,0 +1,220 @@
+"""``--upstream iothub:…``: the hub's upstream is an IoT hub or a parent edge hub (nested edge).
+
+Like edgeHub, it opens one MQTT-over-TLS connection per identity that has something to do upstream (a
+module that connected here, or sent a ``$upstream`` message), as that identity: client id
+``{device}/{module}``, a SAS token signed with the edge device's key (what a parent edge hub accepts for
+its child's modules; a real IoT hub needs per-identity keys, given with ``keys``) and renewed by
+reconnecting before it expires. Over each connection:
+
+- ``$upstream`` messages go out on the identity's telemetry topic, properties in the bag;
+- direct-method calls come down, are invoked on the local module, and the result goes back;
+- desired-property patches come down and are applied to the local twin (and pushed to the module);
+- reported-property patches the module makes here are sent up; while the upstream is away they are
+  merged and sent when it returns.
+
+The local edge device's id is mapped to the connection string's ``DeviceId`` (``edge-device/filter``
+is ``child/filter`` upstream); leaf devices keep their ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ..identity import make_token
+from ..iothub import telemetry_topic
+from ..mqtt.codec import Publish
+from ..routing import Message
+from ..tasks import spawn
+from .config import IotHubUpstreamConfig
+from .mqtt_bridge import tls_context
+from .mqtt_client import ClientOptions, MqttClient
+
+log = logging.getLogger("edgehub_emu.upstream")
+
+API_VERSION = "2021-04-12"
+TOKEN_LIFETIME = 3600
+SUBSCRIPTIONS = [
+    ("$iothub/methods/POST/#", 1),
+    ("$iothub/twin/PATCH/properties/desired/#", 1),
+    ("$iothub/twin/res/#", 1),
+]
+
+InvokeMethod = Callable[[str, str, Any, float], Awaitable[tuple[int, Any]]]
+PatchDesired = Callable[[str, dict[str, Any]], None]
+
+
+def merge_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Reported patches in order, as one: later values win, objects merge, null stays (deletes)."""
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class IotHubUpstream:
+    def __init__(
+        self,
+        config: IotHubUpstreamConfig,
+        local_device_id: str,
+        *,
+        ca_file: Path | None,
+        invoke_method: InvokeMethod,
+        patch_desired: PatchDesired,
+        keys: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.local_device_id = local_device_id
+        self.tls = tls_context(ca_file)
+        self.invoke_method = invoke_method
+        self.patch_desired = patch_desired
+        self.keys = keys or {}
+        self.connections: dict[str, MqttClient] = {}
+        self.counters: Counter[str] = Counter()
+        self._reported: dict[str, dict[str, Any]] = {}
+        self._rid = 0
+        self._stopping = False
+
+    # --- identities ---------------------------------------------------------------------------------
+
+    def upstream_id(self, local_id: str) -> str:
+        device, _, module = local_id.partition("/")
+        if device == self.local_device_id:
+            device = self.config.device_id
+        return f"{device}/{module}" if module else device
+
+    def local_id(self, upstream_id: str) -> str:
+        device, _, module = upstream_id.partition("/")
+        if device == self.config.device_id:
+            device = self.local_device_id
+        return f"{device}/{module}" if module else device
+
+    def connection(self, local_id: str) -> MqttClient:
+        """The upstream connection of a local identity, opened on first use."""
+        client = self.connections.get(local_id)
+        if client is not None or self._stopping:
+            return client  # type: ignore[return-value]
+        remote = self.upstream_id(local_id)
+        device, _, module = remote.partition("/")
+        resource = f"{self.config.hostname}/devices/{device}" + (f"/modules/{module}" if module else "")
+        key = self.keys.get(local_id, self.config.key)
+
+        def password() -> bytes:
+            return make_token(resource, key, int(time.time()) + TOKEN_LIFETIME).encode()
+
+        client = MqttClient(
+            ClientOptions(
+                self.config.connect_host,
+                self.config.port,
+                remote,
+                username=f"{self.config.hostname}/{remote}/?api-version={API_VERSION}",
+                password=password,
+                tls=self.tls,
+                server_hostname=self.config.connect_host,
+                subscriptions=list(SUBSCRIPTIONS),
+                reconnect_after=TOKEN_LIFETIME - 600,
+            ),
+            on_message=lambda packet: self._from_upstream(local_id, packet),
+            on_connected=lambda: self._flush_reported(local_id),
+            name=f"upstream connection of {remote}",
+        )
+        self.connections[local_id] = client
+        client.start()
+        return client
+
+    def identity_connected(self, local_id: str) -> None:
+        """A module connected here: open its upstream connection, so that calls can come down."""
+        self.connection(local_id)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await asyncio.gather(*(c.stop() for c in self.connections.values()), return_exceptions=True)
+        self.connections.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "target": self.config.describe(),
+            "connections": {
+                self.upstream_id(i): {"connected": c.connected.is_set(), "error": c.last_error}
+                for i, c in self.connections.items()
+            },
+        }
+
+    # --- up -----------------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        system = message.system_properties
+        device = system.get("connectionDeviceId") or self.local_device_id
+        module = system.get("connectionModuleId")
+        local_id = f"{device}/{module}" if module else device
+        remote_device = self.upstream_id(device)
+        topic = telemetry_topic(remote_device, module, message.properties, system)
+        await self.connection(local_id).publish(topic, message.body, 1)
+        self.counters["sent"] += 1
+
+    def report(self, local_id: str, patch: dict[str, Any]) -> None:
+        """A reported-property patch made here: send it up now, or when the connection returns."""
+        self._reported[local_id] = merge_patch(self._reported.get(local_id, {}), patch)
+        client = self.connection(local_id)
+        if client is not None and client.connected.is_set():
+            self._flush_reported(local_id)
+
+    def _flush_reported(self, local_id: str) -> None:
+        patch = self._reported.pop(local_id, None)
+        if patch is None:
+            return
+        spawn(self._send_reported(local_id, patch), f"reporting properties of {local_id} upstream")
+
+    async def _send_reported(self, local_id: str, patch: dict[str, Any]) -> None:
+        self._rid += 1
+        topic = f"$iothub/twin/PATCH/properties/reported/?$rid=up{self._rid}"
+        try:
+            await self.connection(local_id).publish(topic, json.dumps(patch).encode(), 1)
+            self.counters["reported"] += 1
+        except ConnectionError as exc:
+            log.info("reported properties of %s wait for the upstream: %s", local_id, exc)
+            self._reported[local_id] = merge_patch(patch, self._reported.get(local_id, {}))
+
+    # --- down ---------------------------------------------------------------------------------------
+
+    def _from_upstream(self, local_id: str, packet: Publish) -> None:
+        topic = packet.topic
+        if topic.startswith("$iothub/methods/POST/"):
+            rest = topic[len("$iothub/methods/POST/") :]
+            name, _, query = rest.partition("/?")
+            rid = query.removeprefix("$rid=")
+            spawn(self._call(local_id, name, rid, packet.payload), f"method {name} on {local_id}")
+        elif topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+            try:
+                patch = json.loads(packet.payload)
+            except ValueError:
+                log.warning("ignored a desired patch for %s that is not JSON", local_id)
+                return
+            if isinstance(patch, dict):
+                patch.pop("$version", None)
+                self.patch_desired(local_id, patch)
+                self.counters["desired"] += 1
+        elif not topic.startswith("$iothub/twin/res/"):
+            log.info("ignored %r from upstream for %s", topic, local_id)
+
+    async def _call(self, local_id: str, name: str, rid: str, body: bytes) -> None:
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            payload = body.decode("utf-8", errors="replace")
+        status, result = await self.invoke_method(local_id, name, payload, 30.0)
+        self.counters["methods"] += 1
+        response = b"" if result is None else json.dumps(result).encode()
+        try:
+            await self.connection(local_id).publish(f"$iothub/methods/res/{status}/?$rid={rid}", response, 1)
+        except ConnectionError as exc:
+            log.warning("could not answer method %s for %s upstream: %s", name, local_id, exc)

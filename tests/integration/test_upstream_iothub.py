@@ -1,0 +1,154 @@
+"""``--upstream iothub:``: a child edgehub-emu whose upstream is a parent edgehub-emu (nested edge).
+
+Both hubs are real, on 127.0.0.1 with TLS; the child's modules are paho clients. The parent knows the
+child as a leaf device (``leaf_devices``), and the child connects up with the parent's connection
+string for it and the parent's CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgehub_emu.iothub import DESIRED_PROPERTY_UPDATES, METHODS
+
+from .conftest import IOTHUB, Hub, manifest
+
+UP = {"up": "FROM /messages/* INTO $upstream"}
+SENSOR_EVENTS = "devices/child/modules/SimulatedTemperatureSensor/messages/events/"
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+def upstream_string(parent: Hub, port: int | None = None) -> str:
+    key = parent.hub.identities.get("child").primary_key  # type: ignore[union-attr]
+    return (
+        f"iothub:HostName={IOTHUB};DeviceId=child;SharedAccessKey={key};"
+        f"GatewayHostName=127.0.0.1;Port={port or parent.port}"
+    )
+
+
+@pytest.fixture
+async def nested(start_hub: Callable[..., Any], tmp_path: Path) -> tuple[Hub, Hub]:
+    parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
+    child = await start_hub(
+        manifest(UP),
+        data_dir=tmp_path / "child",
+        device_id="child",
+        upstream=upstream_string(parent),
+        upstream_ca=parent.hub.ca_file,
+    )
+    return parent, child
+
+
+async def test_module_telemetry_reaches_the_parent_as_the_childs_module(nested: tuple[Hub, Hub]) -> None:
+    parent, child = nested
+    sensor = await child.client("child/SimulatedTemperatureSensor")
+    await sensor.publish(SENSOR_EVENTS + "%24.ct=application%2Fjson&%24.ce=utf-8&alert=yes", b'{"t": 21}')
+    record = await eventually(lambda: parent.hub.upstream.messages(), what="the message at the parent")
+    message = record[0].message
+    assert record[0].origin == "child/SimulatedTemperatureSensor"
+    assert message.body == b'{"t": 21}'
+    assert message.properties == {"alert": "yes"}
+    assert message.system_properties["contentType"] == "application/json"
+    assert message.system_properties["contentEncoding"] == "utf-8"
+    assert message.system_properties["connectionDeviceId"] == "child"
+    # the child's own capture shows what it sent up
+    assert [r.message.body for r in child.hub.upstream.messages()] == [b'{"t": 21}']
+
+
+async def test_calls_and_twin_changes_flow_down_and_reports_flow_up(nested: tuple[Hub, Hub]) -> None:
+    parent, child = nested
+    module = await child.client("child/filtermodule")
+    await module.subscribe(
+        "$iothub/methods/POST/#", "$iothub/twin/PATCH/properties/desired/#", "$iothub/twin/res/#"
+    )
+    await eventually(
+        lambda: parent.hub.head.client("child/filtermodule", METHODS), what="the upstream connection"
+    )
+    await eventually(lambda: parent.hub.head.client("child/filtermodule", DESIRED_PROPERTY_UPDATES))
+
+    async def answer() -> None:
+        request = await module.next()
+        assert request.topic.startswith("$iothub/methods/POST/reset/")
+        rid = request.topic.rsplit("=", 1)[1]
+        await module.publish(
+            f"$iothub/methods/res/200/?$rid={rid}", json.dumps({"was": json.loads(request.payload)})
+        )
+
+    answering = asyncio.ensure_future(answer())
+    result = await parent.hub.invoke_method("child/filtermodule", "reset", {"hard": True})
+    await answering
+    assert (result.status, result.payload) == (200, {"was": {"hard": True}})
+
+    parent.hub.patch_desired("child/filtermodule", {"tempLimit": 42})
+    patch = await module.next()
+    assert patch.topic.startswith("$iothub/twin/PATCH/properties/desired/")
+    assert json.loads(patch.payload)["tempLimit"] == 42
+    assert child.hub.twin("filtermodule")["desired"]["tempLimit"] == 42
+
+    await module.publish("$iothub/twin/PATCH/properties/reported/?$rid=1", b'{"status": "ok"}')
+    await eventually(
+        lambda: parent.hub.twin("child/filtermodule")["reported"].get("status") == "ok",
+        what="the report upstream",
+    )
+
+
+async def test_a_method_for_an_absent_module_answers_404_through_the_child(nested: tuple[Hub, Hub]) -> None:
+    parent, child = nested
+    module = await child.client("child/filtermodule")
+    await module.subscribe("$iothub/twin/res/#")  # connected, but not listening for methods
+    await eventually(lambda: parent.hub.head.client("child/filtermodule"), what="the upstream connection")
+    result = await parent.hub.invoke_method("child/filtermodule", "reset", {})
+    assert result.status == 404
+
+
+async def test_a_parent_outage_loses_nothing(start_hub: Callable[..., Any], tmp_path: Path) -> None:
+    parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
+    port = parent.port
+    child = await start_hub(
+        manifest(UP),
+        data_dir=tmp_path / "child",
+        device_id="child",
+        upstream=upstream_string(parent),
+        upstream_ca=parent.hub.ca_file,
+    )
+    child.hub.deliveries.backoff_first = 0.2
+    sensor = await child.client("child/SimulatedTemperatureSensor")
+    await sensor.publish(SENSOR_EVENTS, b"0")
+    await eventually(lambda: len(parent.hub.upstream.messages()) == 1, what="the first message")
+    await parent.hub.stop()
+    for i in range(1, 21):  # acknowledged by the child while the parent is away
+        await sensor.publish(SENSOR_EVENTS, str(i).encode())
+    await asyncio.sleep(1.0)
+    assert len(child.hub.upstream.messages()) == 1  # nothing went up
+    parent = await start_hub(
+        manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",), mqtts_port=port
+    )
+    records = await eventually(
+        lambda: (r := parent.hub.upstream.messages()) and len(r) >= 21 and r, timeout=60, what="the backlog"
+    )
+    assert [r.message.body for r in records] == [str(i).encode() for i in range(21)]
+
+
+async def test_a_bad_upstream_is_refused_with_a_clear_error(start_hub: Callable[..., Any]) -> None:
+    from edgehub_emu.hub import HubError
+
+    with pytest.raises(HubError, match="--upstream: iothub connection string: missing SharedAccessKey"):
+        await start_hub(manifest(UP), upstream="iothub:HostName=h;DeviceId=child")
+    with pytest.raises(HubError, match="--upstream: 'http://x': use mqtt://"):
+        await start_hub(manifest(UP), upstream="http://x")
