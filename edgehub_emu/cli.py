@@ -319,6 +319,11 @@ def run(
     upstream_ca: Path | None = typer.Option(
         None, "--upstream-ca", help="CA certificate of the upstream (a parent edgehub-emu's certs/ca.pem)."
     ),
+    upstream_identities: list[str] = typer.Option(
+        [],
+        "--upstream-identity",
+        help="A module's or device's own connection string for iothub: (repeatable; default: the device key).",
+    ),
     leaf_devices: list[str] = typer.Option(
         [], "--leaf-device", help="A downstream device id (repeatable); a child edge device's modules too."
     ),
@@ -346,6 +351,8 @@ def run(
     settings = dataclasses.replace(settings, watch_manifest=watch)
     if upstream is not None:
         settings = dataclasses.replace(settings, upstream=upstream)
+    if upstream_identities:
+        settings = dataclasses.replace(settings, upstream_identities=tuple(upstream_identities))
     if upstream_ca is not None:
         settings = dataclasses.replace(settings, upstream_ca=upstream_ca)
     if leaf_devices:
@@ -532,6 +539,21 @@ def _print_running_hub(data_dir: Path) -> None:
     out.print("routes:")
     for route in hub_status["routes"]:
         out.print(f"  {route['name']:24} {route['hits']:>8} messages routed")
+    upstream = hub_status.get("upstream")
+    if upstream:
+        out.print(f"upstream: {upstream['target']}")
+        for name, connection in upstream["connections"].items():
+            state = "connected" if connection["connected"] else f"not connected ({connection['error']})"
+            out.print(f"  {name:40} {state}")
+    broker = hub_status.get("broker")
+    if broker:
+        counters = broker["counters"]
+        out.print(
+            f"broker mode: {broker['authorizations']} authorization statements, {broker['bridges']} bridges, "
+            f"{len(broker['retained'])} retained messages; refused: {counters.get('refused_connect', 0)} "
+            f"connects, {counters.get('denied_subscribe', 0)} subscriptions, "
+            f"{counters.get('denied_publish', 0)} publishes"
+        )
     if hub_status.get("modules"):
         out.print("local modules:")
         for module in hub_status["modules"]:

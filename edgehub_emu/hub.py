@@ -43,6 +43,7 @@ from .upstream import (
     MqttBridge,
     UpstreamCapture,
     UpstreamError,
+    parse_connection_string,
     parse_upstream,
 )
 
@@ -412,13 +413,25 @@ class EdgeHub:
         if s.upstream_ca is not None and not s.upstream_ca.is_file():
             raise HubError(f"--upstream-ca: no file {s.upstream_ca}")
         if isinstance(config, IotHubUpstreamConfig):
-            return IotHubUpstream(
+            upstream = IotHubUpstream(
                 config,
                 s.device_id,
                 ca_file=s.upstream_ca,
                 invoke_method=self._invoke_for_upstream,
                 patch_desired=self.patch_desired,
             )
+            for text in s.upstream_identities:
+                try:
+                    fields = parse_connection_string(text)
+                except UpstreamError as exc:
+                    raise HubError(f"--upstream-identity: {exc}") from None
+                if not fields.get("DeviceId") or not fields.get("SharedAccessKey"):
+                    raise HubError(
+                        "--upstream-identity: a connection string with DeviceId and SharedAccessKey"
+                    )
+                remote = fields["DeviceId"] + (f"/{fields['ModuleId']}" if fields.get("ModuleId") else "")
+                upstream.keys[upstream.local_id(remote)] = fields["SharedAccessKey"]
+            return upstream
         return MqttBridge(
             config,
             s.device_id,

@@ -94,6 +94,13 @@ class HubCollector(Collector):
                 dropped.add_metric([*common, reason], counters[key])
             dropped.add_metric([*common, "ttl_expiry"], sum(store.expired.values()))
             dropped.add_metric([*common, "rejected_by_subscription"], hub.deliveries.counters["rejected"])
+            dropped.add_metric([*common, "anonymous"], counters["dropped_anonymous"])
+            broker = hub.head.broker
+            if broker is not None:
+                dropped.add_metric([*common, "not_authorized"], broker.counters["denied_publish"])
+                dropped.add_metric(
+                    [*common, "offline_queue_full"], broker.topics.counters["dropped_offline_limit"]
+                )
             clients.add_metric(common, len(hub.head.clients))
         yield from (queue, received, sent, dropped, clients)
         if store is None or not hasattr(hub, "head"):

@@ -86,6 +86,8 @@ class Settings:
             Path(os.environ["EDGEHUB_EMU_UPSTREAM_CA"]) if os.environ.get("EDGEHUB_EMU_UPSTREAM_CA") else None
         )
     )  # the CA that signed the upstream's certificate (a parent edge hub's); None: the system's
+    upstream_identities: tuple[str, ...] = ()
+    """Connection strings of single identities for ``iothub:`` (their own keys, as a real IoT hub needs)."""
     dev: bool = field(default_factory=lambda: _env("DEV", "") not in ("", "0", "false"))
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0

@@ -269,6 +269,36 @@ async def _end_streams(app: web.Application) -> None:
         task.cancel()
 
 
+def _upstream_status(hub: Any) -> dict[str, Any]:
+    """Where ``$upstream`` goes, and the state of its connections."""
+    bridge = hub.bridge
+    if bridge is None:
+        return {"target": "local capture", "connections": {}}
+    if hasattr(bridge, "status"):
+        return bridge.status()
+    client = bridge.client
+    return {
+        "target": bridge.config.describe(),
+        "connections": {
+            client.options.client_id: {"connected": client.connected.is_set(), "error": client.last_error}
+        },
+        "counters": dict(bridge.counters),
+    }
+
+
+def _broker_status(hub: Any) -> dict[str, Any] | None:
+    """The broker mode (``mqttBroker``): user-topic subscriptions, retained messages, decisions."""
+    broker = hub.head.broker
+    if broker is None:
+        return None
+    return {
+        "authorizations": len(broker.config.authorizations),
+        "bridges": len(broker.config.bridges),
+        "retained": sorted(broker.topics.retained),
+        "counters": {**broker.counters, **broker.topics.counters},
+    }
+
+
 async def status(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     identities = []
@@ -306,6 +336,8 @@ async def status(request: web.Request) -> web.Response:
             "queues": queues,
             "routes": routes,
             "modules": hub.runner.status() if hub.runner is not None else [],
+            "upstream": _upstream_status(hub),
+            "broker": _broker_status(hub),
         }
     )
 

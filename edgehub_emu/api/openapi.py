@@ -151,7 +151,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/status": {
             "get": {
-                "summary": "Identities, connections, queues, routes and local modules",
+                "summary": "Identities, connections, queues, routes, local modules, upstream, broker mode",
                 "responses": {"200": _json({"type": "object"}, "Status")},
             }
         },

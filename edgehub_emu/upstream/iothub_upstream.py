@@ -71,6 +71,7 @@ class IotHubUpstream:
         invoke_method: InvokeMethod,
         patch_desired: PatchDesired,
         keys: dict[str, str] | None = None,
+        token_lifetime: int = TOKEN_LIFETIME,
     ) -> None:
         self.config = config
         self.local_device_id = local_device_id
@@ -78,6 +79,7 @@ class IotHubUpstream:
         self.invoke_method = invoke_method
         self.patch_desired = patch_desired
         self.keys = keys or {}
+        self.token_lifetime = token_lifetime
         self.connections: dict[str, MqttClient] = {}
         self.counters: Counter[str] = Counter()
         self._reported: dict[str, dict[str, Any]] = {}
@@ -109,7 +111,7 @@ class IotHubUpstream:
         key = self.keys.get(local_id, self.config.key)
 
         def password() -> bytes:
-            return make_token(resource, key, int(time.time()) + TOKEN_LIFETIME).encode()
+            return make_token(resource, key, int(time.time()) + self.token_lifetime).encode()
 
         client = MqttClient(
             ClientOptions(
@@ -121,7 +123,7 @@ class IotHubUpstream:
                 tls=self.tls,
                 server_hostname=self.config.connect_host,
                 subscriptions=list(SUBSCRIPTIONS),
-                reconnect_after=TOKEN_LIFETIME - 600,
+                reconnect_after=self.token_lifetime - min(600, self.token_lifetime / 5),
             ),
             on_message=lambda packet: self._from_upstream(local_id, packet),
             on_connected=lambda: self._flush_reported(local_id),

@@ -296,4 +296,3 @@ async def test_qos2_publish_is_processed_exactly_once_when_sent_again(broker: Hu
 
     packets = await asyncio.to_thread(run)
     assert [p.payload for p in packets if isinstance(p, codec.Publish)] == [b"once"]
-

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from edgehub_emu.hub import HubError
+from edgehub_emu.identity import parse_token, validate
 from edgehub_emu.iothub import DESIRED_PROPERTY_UPDATES, METHODS
 
 from .conftest import IOTHUB, Hub, manifest
@@ -146,9 +148,42 @@ async def test_a_parent_outage_loses_nothing(start_hub: Callable[..., Any], tmp_
 
 
 async def test_a_bad_upstream_is_refused_with_a_clear_error(start_hub: Callable[..., Any]) -> None:
-    from edgehub_emu.hub import HubError
-
     with pytest.raises(HubError, match="--upstream: iothub connection string: missing SharedAccessKey"):
         await start_hub(manifest(UP), upstream="iothub:HostName=h;DeviceId=child")
     with pytest.raises(HubError, match="--upstream: 'http://x': use mqtt://"):
         await start_hub(manifest(UP), upstream="http://x")
+
+
+async def test_tokens_are_renewed_by_connecting_again(nested: tuple[Hub, Hub]) -> None:
+    parent, child = nested
+    upstream = child.hub.bridge
+    assert upstream is not None
+    upstream.token_lifetime = 3  # connections made from now on renew after 2.4 s
+    module = await child.client("child/filtermodule")
+    await module.subscribe("$iothub/methods/POST/#")
+    connection = await eventually(lambda: upstream.connections.get("child/filtermodule"))
+    await eventually(lambda: connection.connections >= 2, timeout=15, what="a second connection")
+    assert parent.hub.head.client("child/filtermodule", METHODS) is not None
+
+
+async def test_per_identity_connection_strings_sign_with_their_own_key(
+    start_hub: Callable[..., Any], tmp_path: Path
+) -> None:
+    parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
+    own_key = "b3duLWtleS1vZi10aGUtZmlsdGVyLW1vZHVsZQ=="
+    child = await start_hub(
+        manifest(UP),
+        data_dir=tmp_path / "child",
+        upstream=upstream_string(parent),
+        upstream_ca=parent.hub.ca_file,
+        upstream_identities=(
+            f"HostName={IOTHUB};DeviceId=child;ModuleId=filtermodule;SharedAccessKey={own_key}",
+        ),
+    )
+    upstream = child.hub.bridge
+    assert upstream.upstream_id("edge-device/filtermodule") == "child/filtermodule"  # the device id is mapped
+    assert upstream.keys == {"edge-device/filtermodule": own_key}
+    client = upstream.connection("edge-device/filtermodule")
+    token = client.options.password().decode()
+    assert parse_token(token).audience == f"{IOTHUB}/devices/child/modules/filtermodule"
+    validate(token, device_id="child", module_id="filtermodule", identity_keys=(own_key,), hostnames=[IOTHUB])

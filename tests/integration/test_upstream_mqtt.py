@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from edgehub_emu.identity import CertificatePaths, ensure_certificates
 from edgehub_emu.manifest import parse_deployment
 
 from .conftest import ROOT, Hub
@@ -35,18 +36,29 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto process with persistence (so that a restart keeps sessions and queued messages)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: CertificatePaths | None = None, user: str | None = None) -> None:
         if not Path(MOSQUITTO).exists():
             pytest.fail("these tests need mosquitto (Debian package 'mosquitto'; .ci/run installs it)")
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = self.dir / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        config = (
+            f"listener {self.port} 127.0.0.1\n"
             f"persistence true\npersistence_location {self.dir}/\n"
             f"user {getpass.getuser()}\n"  # as root it would switch to 'mosquitto', who cannot write here
         )
+        if tls is not None:
+            config += f"cafile {tls.ca_cert}\ncertfile {tls.server_chain}\nkeyfile {tls.server_key}\n"
+        if user is not None:
+            name, password = user.split(":")
+            subprocess.run(
+                ["mosquitto_passwd", "-b", "-c", str(self.dir / "passwords"), name, password], check=True
+            )
+            config += f"allow_anonymous false\npassword_file {self.dir / 'passwords'}\n"
+        else:
+            config += "allow_anonymous true\n"
+        self.config.write_text(config)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -217,3 +229,30 @@ async def test_a_broker_outage_loses_nothing(
         seen.append((await cloud.next(timeout=deadline - time.monotonic())).payload)
     # At least once, in order: duplicates may come after the outage, but nothing is missing or reordered.
     assert list(dict.fromkeys(seen)) == [str(i).encode() for i in range(30)]
+
+
+async def test_tls_and_credentials(start_hub: Callable[..., Any], tmp_path: Path) -> None:
+    """mqtts:// with a user name and password, the broker's CA given with --upstream-ca."""
+    certs = ensure_certificates(tmp_path / "broker-certs", ["127.0.0.1"])
+    broker = Mosquitto(tmp_path / "secure", tls=certs, user="bridge:s3cret")
+    broker.start()
+    try:
+        hub = await start_hub(
+            bridged_manifest(),
+            data_dir=tmp_path / "hub",
+            upstream=f"mqtts://bridge:s3cret@127.0.0.1:{broker.port}?client_id=my-bridge",
+            upstream_ca=certs.ca_cert,
+        )
+        bridge = hub.hub.bridge
+        await asyncio.wait_for(bridge.client.connected.wait(), 10)  # type: ignore[union-attr]
+        wrong = await start_hub(
+            bridged_manifest(),
+            data_dir=tmp_path / "wrong",
+            upstream=f"mqtts://bridge:guess@127.0.0.1:{broker.port}",
+            upstream_ca=certs.ca_cert,
+        )
+        await asyncio.sleep(1.0)
+        assert not wrong.hub.bridge.client.connected.is_set()  # type: ignore[union-attr]
+        assert wrong.hub.bridge.client.last_error == "CONNACK 5: not authorized"  # type: ignore[union-attr]
+    finally:
+        broker.stop()
