@@ -317,12 +317,12 @@ def run(
         "iothub:<edge device connection string> (an IoT hub or a parent edge hub).",
     ),
     upstream_ca: Path | None = typer.Option(
-        None, "--upstream-ca", help="CA certificate of the upstream (a parent edgehub-emu's certs/ca.pem)."
+        None, "--upstream-ca", help="CA certificate of the upstream (a parent edgehub-emu's certs/edge-ca.pem)."
     ),
     upstream_identities: list[str] = typer.Option(
         [],
         "--upstream-identity",
-        help="A module's or device's own connection string for iothub: (repeatable; default: the device key).",
+        help="A module's or device's own connection string for iothub: (repeatable; else the device key).",
     ),
     leaf_devices: list[str] = typer.Option(
         [], "--leaf-device", help="A downstream device id (repeatable); a child edge device's modules too."
@@ -466,7 +466,10 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
 def creds(
     module: str = typer.Argument(..., help="A module of the deployment, or a leaf device id."),
     output_format: str = typer.Option(
-        "env", "--format", help="env (KEY=value lines, an env file), shell (export lines, for eval) or json."
+        "env",
+        "--format",
+        help="env (KEY=value lines, an env file), shell (export lines, for eval), json, or string (the "
+        "connection string alone).",
     ),
     edge: bool = typer.Option(
         False, "--edge", help="The IOTEDGE_* variables of the edge environment (workload API) instead."
@@ -479,8 +482,8 @@ def creds(
     hostname: str | None = HostnameOption,
 ) -> None:
     """Print EdgeHubConnectionString and EdgeModuleCACertificateFile for a module (or a leaf device)."""
-    if output_format not in ("env", "shell", "json"):
-        raise typer.BadParameter("env, shell or json", param_hint="--format")
+    if output_format not in ("env", "shell", "json", "string"):
+        raise typer.BadParameter("env, shell, json or string", param_hint="--format")
     settings = _settings(manifest, device_id, data_dir, host, hostname, None, None, None)
     running = settings.data_dir / "endpoints.json"
     if hostname is None and running.is_file():
@@ -494,6 +497,14 @@ def creds(
         settings.data_dir / "identities.json",
     )
     identity = registry.get(registry.identity_id(module))
+    if identity is None and module in registry.stored_ids():  # a leaf device the hub ran with
+        registry = IdentityRegistry(
+            settings.device_id,
+            deployment.module_names,
+            [*settings.leaf_devices, module.partition("/")[0]],
+            settings.data_dir / "identities.json",
+        )
+        identity = registry.get(module)
     if identity is None:
         modules = ", ".join(deployment.module_names) or "(none)"
         err.print(
@@ -514,7 +525,11 @@ def creds(
         values = edge_environment(identity, settings.iothub_hostname, settings.gateway_hostname, workload_uri)
     else:
         values = connection_environment(identity, settings.iothub_hostname, settings.gateway_hostname, ca)
-    if output_format == "json":
+    if output_format == "string":
+        if edge:
+            raise typer.BadParameter("--edge has no connection string", param_hint="--format")
+        out.print(values["EdgeHubConnectionString"])
+    elif output_format == "json":
         out.print(json.dumps(values, indent=2))
     elif output_format == "shell":
         for key, value in values.items():

@@ -108,6 +108,10 @@ class IdentityRegistry:
             return module_or_device
         return f"{self.device_id}/{module_or_device}"
 
+    def stored_ids(self) -> set[str]:
+        """Every identity whose keys the data directory holds (a leaf device a hub once ran with too)."""
+        return set(self._read())
+
     def device(self) -> Identity:
         return self._identities[self.device_id]
 

@@ -197,9 +197,11 @@ async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 class HubSubprocess:
     """`edgehub-emu run` as a real process on free ports, and paho clients for its modules."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, *args: str, device_id: str = DEVICE) -> None:
         exe = Path(sys.executable).with_name("edgehub-emu")
         self.data = data
+        self.device_id = device_id
+        self.banner: list[str] = []
         (data / "endpoints.json").unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [
@@ -218,6 +220,9 @@ class HubSubprocess:
                 "--metrics-port",
                 "0",
                 "--no-watch",
+                "--device-id",
+                device_id,
+                *args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -225,19 +230,23 @@ class HubSubprocess:
         )
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            self.banner.append(line)
             if "ready" in line:
                 break
+        if not (data / "endpoints.json").exists():
+            self.process.wait(10)
+            raise AssertionError("edgehub-emu run did not start:\n" + "".join(self.banner))
         threading.Thread(target=self.process.stdout.read, daemon=True).start()
         self.port = json.loads((data / "endpoints.json").read_text())["mqtts_port"]
         self.ca = json.loads((data / "endpoints.json").read_text())["ca_file"]
 
     def client(self, module: str, on_message=None) -> mqtt.Client:
-        registry = IdentityRegistry(DEVICE, MODULES, path=self.data / "identities.json")
+        registry = IdentityRegistry(self.device_id, MODULES, path=self.data / "identities.json")
         ident = registry.module(module)
         assert ident is not None
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident.id, protocol=mqtt.MQTTv311)
         token = make_token(
-            f"{IOTHUB}/devices/{DEVICE}/modules/{module}", ident.primary_key, int(time.time()) + 3600
+            f"{IOTHUB}/devices/{self.device_id}/modules/{module}", ident.primary_key, int(time.time()) + 3600
         )
         client.username_pw_set(f"{IOTHUB}/{ident.id}/?api-version=2019-10-01", token)
         client.tls_set_context(ssl.create_default_context(cafile=self.ca))
