@@ -135,6 +135,11 @@ def validate(
         f"{modules} module{'s' if modules != 1 else ''}, {len(real)} warning{'s' if len(real) != 1 else ''}"
     )
     out.print(summary, style="bold green" if not real else "bold yellow")
+    if deployment.broker is not None:
+        out.print(
+            f"  MQTT broker mode: {len(deployment.broker.authorizations)} authorization statements, "
+            f"{len(deployment.broker.bridges)} bridges"
+        )
     if strict and real:
         raise typer.Exit(1)
 
@@ -317,7 +322,9 @@ def run(
         "iothub:<edge device connection string> (an IoT hub or a parent edge hub).",
     ),
     upstream_ca: Path | None = typer.Option(
-        None, "--upstream-ca", help="CA certificate of the upstream (a parent edgehub-emu's certs/edge-ca.pem)."
+        None,
+        "--upstream-ca",
+        help="CA certificate of the upstream (a parent edgehub-emu's certs/edge-ca.pem).",
     ),
     upstream_identities: list[str] = typer.Option(
         [],

@@ -125,4 +125,24 @@ def lint_deployment(deployment: Deployment, table: RouteTable) -> list[ManifestW
                 f"with {hub.schemaVersion} it is ignored",
             )
         )
+    broker = deployment.broker
+    if broker is not None:
+        if not any("mqtt:connect" in r.operations for st in broker.authorizations for r in st.allow):
+            out.append(
+                ManifestWarning(
+                    deployment.hub_path("mqttBroker", "authorizations"),
+                    "broker-no-connect",
+                    "no statement allows mqtt:connect: with the broker mode every module and device is "
+                    "refused at CONNECT (CONNACK 5); allow it for {{iot:identity}}",
+                )
+            )
+        if broker.bridges:
+            out.append(
+                ManifestWarning(
+                    deployment.hub_path("mqttBroker", "bridges"),
+                    "bridge-upstream",
+                    "bridges connect to the broker given with --upstream mqtt://host:port",
+                    severity="note",
+                )
+            )
     return out

@@ -264,18 +264,11 @@ def parse_deployment(
 
 
 def _broker_config(hub: EdgeHubDesired, base: str, problems: list[ManifestProblem]) -> BrokerConfig | None:
-    """``mqttBroker`` belongs to IoT Edge 1.2's MQTT broker preview: schema 1.2 only, as edgeHub 1.2."""
-    if hub.mqttBroker is None:
+    """``mqttBroker`` belongs to IoT Edge 1.2's MQTT broker preview and schema 1.2 and later; older
+    schemas ignore it, as edgeHub does (lint says so)."""
+    if hub.mqttBroker is None or hub.schemaVersion in ("1.0", "1.1"):
         return None
     path = f"{base}.mqttBroker"
-    if hub.schemaVersion != "1.2":
-        problems.append(
-            ManifestProblem(
-                path,
-                f'needs schemaVersion "1.2" (IoT Edge 1.2\'s MQTT broker), got {hub.schemaVersion!r}',
-            )
-        )
-        return None
     try:
         return parse_broker_config(hub.mqttBroker)
     except PolicyError as exc:

@@ -210,10 +210,7 @@ def _with_broker(schema: str, broker: object) -> dict:
 
 def test_manifest_reports_broker_problems_at_their_paths() -> None:
     base = "modulesContent.$edgeHub.properties.desired.mqttBroker"
-    with pytest.raises(ManifestError) as caught:
-        parse_deployment(_with_broker("1.1", {"authorizations": []}), env={})
-    assert [p.path for p in caught.value.problems] == [base]
-    assert "1.2" in caught.value.problems[0].message
+    assert parse_deployment(_with_broker("1.1", {"authorizations": "ignored"}), env={}).broker is None
     bad = {"authorizations": [{"identities": [], "allow": []}], "bridges": "no"}
     with pytest.raises(ManifestError) as caught:
         parse_deployment(_with_broker("1.2", bad), env={})
@@ -226,3 +223,23 @@ def test_manifest_reports_broker_problems_at_their_paths() -> None:
 def test_example_broker_manifest_is_valid() -> None:
     deployment = parse_deployment(json.loads((ROOT / "config" / "broker.json").read_text()), env={})
     assert deployment.broker is not None and len(deployment.broker.authorizations) == 3
+
+
+def test_lint_warns_when_no_statement_allows_connect() -> None:
+    from edgehub_emu.manifest import compile_routes, lint_deployment
+
+    policy = {
+        "authorizations": [
+            {
+                "identities": ["{{iot:identity}}"],
+                "allow": [{"operations": ["mqtt:publish"], "resources": ["a"]}],
+            }
+        ]
+    }
+    deployment = parse_deployment(_with_broker("1.2", policy), env={})
+    codes = [w.code for w in lint_deployment(deployment, compile_routes(deployment, "edge"))]
+    assert "broker-no-connect" in codes
+    for example in ("broker.json", "bridge.json"):
+        deployment = parse_deployment(json.loads((ROOT / "config" / example).read_text()), env={})
+        warnings = lint_deployment(deployment, compile_routes(deployment, "edge"))
+        assert [w for w in warnings if w.severity == "warning"] == []
