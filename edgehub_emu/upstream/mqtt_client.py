@@ -4,8 +4,9 @@
 each (re)connection asks for a fresh password (SAS tokens expire), subscribes again, and calls
 ``on_connected``. ``publish`` waits briefly for a connection, then for the PUBACK; it raises
 ``ConnectionError`` when the remote is not there, so the caller's queue keeps the message and retries.
-Incoming messages are handed to ``on_message`` before they are acknowledged (QoS 1 and 2), so a message
-that cannot be taken in is not lost. It speaks the same codec as the hub's server.
+Incoming messages are handed to ``on_message`` before they are acknowledged (QoS 1 and 2), so nothing is
+acknowledged before it is taken in; a message whose handling fails is logged and acknowledged anyway,
+so that one bad message cannot stall the connection. It speaks the same codec as the hub's server.
 """
 
 from __future__ import annotations
@@ -224,9 +225,12 @@ class MqttClient:
             self._send(Pubrel(packet.packet_id))
         elif isinstance(packet, Publish):
             if self.on_message is not None:
-                result = self.on_message(packet)
-                if result is not None:
-                    await result
+                try:
+                    result = self.on_message(packet)
+                    if result is not None:
+                        await result
+                except Exception:  # a message we cannot take must not break the connection
+                    log.exception("%s: could not take in a message on %r", self.name, packet.topic)
             if packet.qos == 1:
                 self._send(Puback(packet.packet_id or 0))
             elif packet.qos == 2:
