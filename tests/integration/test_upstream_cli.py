@@ -39,7 +39,13 @@ def test_nested_edge_from_the_command_line(tmp_path: Path) -> None:
             device_id="child",
         )
         assert any("upstream" in line and "as child" in line for line in child.banner), child.banner
-        module = child.client("filtermodule")
+        def answer(client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+            if message.topic.startswith("$iothub/methods/POST/ping/"):
+                rid = message.topic.rsplit("=", 1)[1]
+                client.publish(f"$iothub/methods/res/200/?$rid={rid}", b'{"pong": true}', 1)
+
+        module = child.client("filtermodule", on_message=answer)
+        module.subscribe("$iothub/methods/POST/#", 1)
         info = module.publish(
             "devices/child/modules/filtermodule/messages/events/%24.on=output1", b'{"t": 99}', 1
         )
@@ -55,6 +61,14 @@ def test_nested_edge_from_the_command_line(tmp_path: Path) -> None:
         assert record["systemProperties"]["connectionDeviceId"] == "child"
         assert record["systemProperties"]["connectionModuleId"] == "filtermodule"
         assert json.loads(record["body"]) == {"t": 99}
+        # the cloud side of the parent reaches the module connected to the child
+        invoked = subprocess.run(
+            [exe, "invoke", "child/filtermodule", "ping", "--data-dir", str(tmp_path / "parent")],
+            capture_output=True,
+            text=True,
+        )
+        assert invoked.returncode == 0, invoked.stderr
+        assert '"pong": true' in invoked.stdout and "200" in invoked.stdout
         module.disconnect()
         module.loop_stop()
     finally:
