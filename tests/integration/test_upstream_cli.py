@@ -39,6 +39,7 @@ def test_nested_edge_from_the_command_line(tmp_path: Path) -> None:
             device_id="child",
         )
         assert any("upstream" in line and "as child" in line for line in child.banner), child.banner
+
         def answer(client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
             if message.topic.startswith("$iothub/methods/POST/ping/"):
                 rid = message.topic.rsplit("=", 1)[1]
