@@ -91,6 +91,24 @@ class Client:
         self.paho.disconnect()
         self.paho.loop_stop()
 
+    @classmethod
+    def wired(cls, client_id: str, clean: bool = True, **options: Any) -> Client:
+        """A paho 3.1.1 client whose callbacks feed the queues (it does not reconnect by itself)."""
+        paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean,
+            protocol=mqtt.MQTTv311,
+            **options,
+        )
+        c = cls(paho)
+        paho.on_message = lambda _c, _u, m: c.messages.put(m)
+        paho.on_connect = lambda _c, _u, flags, rc, _p: c.connack.put((rc, flags))
+        paho.on_disconnect = lambda _c, _u, _f, rc, _p: c.disconnects.put(rc)
+        paho.on_subscribe = lambda _c, _u, _mid, codes, _p: c.subacks.put(codes)
+        paho.reconnect_delay_set(60, 120)
+        return c
+
 
 @dataclass
 class Hub:
@@ -125,14 +143,8 @@ class Hub:
             who if who.startswith(DEVICE) or "/" in who or who.startswith("leaf") else f"{DEVICE}/{who}"
         )
         cid = client_id if client_id is not None else identity_id
-        paho = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cid,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
-            transport=transport,
-        )
-        c = Client(paho)
+        c = Client.wired(cid, clean, transport=transport)
+        paho = c.paho
         user = (
             username
             if username is not None
@@ -141,11 +153,6 @@ class Hub:
         paho.username_pw_set(user, password if password is not None else self.token(identity_id))
         paho.tls_set(ca_certs=str(self.hub.ca_file))
         paho.enable_logger(logging.getLogger(f"paho.{cid}"))
-        paho.on_message = lambda _c, _u, m: c.messages.put(m)
-        paho.on_connect = lambda _c, _u, flags, rc, _p: c.connack.put((rc, flags))
-        paho.on_disconnect = lambda _c, _u, _f, rc, _p: c.disconnects.put(rc)
-        paho.on_subscribe = lambda _c, _u, _mid, codes, _p: c.subacks.put(codes)
-        paho.reconnect_delay_set(60, 120)
         port = self.port
         if transport == "websockets":
             paho.ws_set_options(path="/$iothub/websocket")

@@ -38,22 +38,10 @@ async def connect(broker: Hub) -> AsyncIterator[Callable[..., Any]]:
         clean: bool = True,
         keepalive: int = 60,
         will: tuple[str, bytes, int, bool] | None = None,
-        manual_ack: bool = False,
         expect: int = 0,
     ) -> Client:
-        paho = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
-            manual_ack=manual_ack,
-        )
-        client = Client(paho)
-        paho.on_message = lambda _c, _u, m: client.messages.put(m)
-        paho.on_connect = lambda _c, _u, flags, rc, _p: client.connack.put((rc, flags))
-        paho.on_disconnect = lambda _c, _u, _f, rc, _p: client.disconnects.put(rc)
-        paho.on_subscribe = lambda _c, _u, _mid, codes, _p: client.subacks.put(codes)
-        paho.reconnect_delay_set(60, 120)
+        client = Client.wired(client_id, clean)
+        paho = client.paho
         if will is not None:
             paho.will_set(*will)
         port = broker.hub.endpoints.mqtt_port  # type: ignore[union-attr]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import select
+import queue
 import subprocess
 import sys
 import threading
@@ -25,14 +26,16 @@ def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def read_until(process: subprocess.Popen, needle: str, timeout: float) -> str:
-    """What a process printed until ``needle`` appeared (or ``timeout`` passed)."""
+    """What a process printed until ``needle`` appeared (or ``timeout`` passed). Lines are read by a
+    thread: ``select`` on the pipe would miss lines already in the text wrapper's buffer."""
     assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     text = ""
     deadline = time.time() + timeout
     while needle not in text and time.time() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.2)
-        if ready:
-            text += process.stdout.readline()
+        with contextlib.suppress(queue.Empty):
+            text += lines.get(timeout=0.2)
     return text
 
 
