@@ -373,7 +373,11 @@ class MqttConnection(asyncio.Protocol):
         if packet.qos == 2 and self.server.qos2:
             assert packet.packet_id is not None
             if packet.packet_id in session.awaiting_release:  # sent again before our PUBREC arrived
-                self._write(codec.encode(Pubrec(packet.packet_id)))
+                again = codec.encode(Pubrec(packet.packet_id))
+                if self._pending:  # in order: after the first copy's PUBREC, once it is stored
+                    self._pending.append((again, None))
+                else:
+                    self._write(again)
                 return
             session.awaiting_release.add(packet.packet_id)
         result = self.server.broker.publish(session, packet)
@@ -405,6 +409,8 @@ class MqttConnection(asyncio.Protocol):
                 except Exception as exc:
                     log.warning("could not store a message from %s: %s", self._who(), exc)
                     pending.clear()
+                    if self.session is not None:  # QoS 2 ones not acknowledged: process them when resent
+                        self.session.awaiting_release.clear()
                     self.close("the message could not be stored")
                     return
             pending.popleft()
