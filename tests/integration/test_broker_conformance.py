@@ -284,3 +284,18 @@ async def test_qos2_publish_is_processed_exactly_once_when_sent_again(broker: Hu
 
     packets = await asyncio.to_thread(run)
     assert [p.payload for p in packets if isinstance(p, codec.Publish)] == [b"once"]
+
+
+async def test_anonymous_tools_cannot_use_iothub_topics(connect: Callable[..., Any], broker: Hub) -> None:
+    tool = await connect("tool")
+    assert await tool.subscribe("$iothub/methods/POST/#", "devices/edge-device/modules/filtermodule/#") == [
+        0x80,
+        0x80,
+    ]
+    await tool.publish("devices/edge-device/modules/filtermodule/messages/events/", b"spoof")
+    await tool.publish("$iothub/twin/GET/?$rid=1", b"")
+    assert broker.hub.head.counters["dropped_anonymous"] == 2
+    assert broker.hub.head.counters["messages_received"] == 0  # nothing was routed
+    await tool.subscribe("test/still-served")
+    await tool.publish("test/still-served", b"yes")
+    assert (await tool.next()).payload == b"yes"
