@@ -188,3 +188,29 @@ async def test_per_identity_connection_strings_sign_with_their_own_key(
     token = client.options.password().decode()
     assert parse_token(token).audience == f"{IOTHUB}/devices/child/modules/filtermodule"
     validate(token, device_id="child", module_id="filtermodule", identity_keys=(own_key,), hostnames=[IOTHUB])
+
+
+async def test_a_refusing_parent_is_reported_and_messages_wait(
+    start_hub: Callable[..., Any], tmp_path: Path
+) -> None:
+    parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
+    wrong_key = "d3Jvbmcta2V5LWZvci10aGUtY2hpbGQtZGV2aWNlISE="
+    child = await start_hub(
+        manifest(UP),
+        data_dir=tmp_path / "child",
+        device_id="child",
+        upstream=upstream_string(parent).replace(
+            parent.hub.identities.get("child").primary_key,  # type: ignore[union-attr]
+            wrong_key,
+        ),
+        upstream_ca=parent.hub.ca_file,
+    )
+    sensor = await child.client("child/SimulatedTemperatureSensor")
+    await sensor.publish(SENSOR_EVENTS, b"waiting")
+    status = child.hub.bridge.status  # type: ignore[union-attr]
+    await eventually(
+        lambda: "CONNACK 5" in str(status()["connections"].get("child/SimulatedTemperatureSensor")),
+        what="the refusal in the status",
+    )
+    assert sum(child.hub.store.depth("iothub").values()) == 1  # type: ignore[union-attr]
+    assert parent.hub.upstream.messages() == []
