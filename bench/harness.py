@@ -165,6 +165,37 @@ class HubProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished (waited-for) children: the load generator's workers."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+class CpuMeter:
+    """CPU per message of a broker process and of the load generator, over one measured run."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.broker = self.clients = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._broker0, self._clients0 = cpu_seconds(self.pid), children_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.broker = cpu_seconds(self.pid) - self._broker0
+        self.clients = children_cpu_seconds() - self._clients0
+
+    def per_message_us(self, messages: int) -> tuple[float, float]:
+        return self.broker / messages * 1e6, self.clients / messages * 1e6
+
+
 def memory_mb(pid: int, field: str = "VmRSS") -> float:
     """VmRSS (now) or VmHWM (peak) of a process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -10,11 +10,16 @@ backlog.
 
 Targets: durable throughput >= 0.8x mosquitto, p99 <= 5 ms at 1,000 msg/s, RSS <= 150 MB holding the
 backlog, ready <= 1 s.
+
+Also the CPU each message costs, in the broker and in the load generator, for the 64 B runs: on a
+machine whose cores the clients and the broker share, throughput is bounded by the sum, so these say
+what a broker would have to cost per message to reach 0.8x mosquitto here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +29,7 @@ from edgehub_emu.mqtt.codec import Connect, Decoder, Puback, Publish, Subscribe,
 from edgehub_emu.routing import Message, ModuleEndpoint, RoutedEndpoint
 from edgehub_emu.store import SqliteStore
 
-from .harness import AMQTT, DEVICE, Amqtt, HubProcess, Mosquitto, pair_throughput
+from .harness import AMQTT, DEVICE, Amqtt, CpuMeter, HubProcess, Mosquitto, pair_throughput
 from .mqtt_bench import latency
 from .report import Result
 
@@ -79,13 +84,17 @@ def run() -> list[Result]:
     results: list[Result] = []
     figures: dict[str, float] = {}
     peaks: dict[str, float] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     hub = HubProcess(pairs=PAIRS)
     ready_empty = hub.ready_after
     try:
         for size in (64, 1024):
-            figures[f"hub-{size}"] = pair_throughput(
-                [hub.target(False, i) for i in range(PAIRS)], COUNT, size
-            )
+            with CpuMeter(hub.process.pid) as meter:
+                figures[f"hub-{size}"] = pair_throughput(
+                    [hub.target(False, i) for i in range(PAIRS)], COUNT, size
+                )
+            if size == 64:
+                cpu["hub"] = meter.per_message_us(COUNT * PAIRS)
         peaks["hub"] = hub.memory_mb("VmHWM")
         _, p99 = latency(hub.target(tls=True))
     finally:
@@ -97,9 +106,12 @@ def run() -> list[Result]:
         broker = broker_class()
         try:
             for size in (64, 1024):
-                figures[f"{broker.name}-{size}"] = pair_throughput(
-                    [broker.target(pair=i) for i in range(PAIRS)], COUNT, size
-                )
+                with CpuMeter(broker.process.pid) as meter:
+                    figures[f"{broker.name}-{size}"] = pair_throughput(
+                        [broker.target(pair=i) for i in range(PAIRS)], COUNT, size
+                    )
+                if size == 64:
+                    cpu[broker.name] = meter.per_message_us(COUNT * PAIRS)
             peaks[broker.name] = broker.memory_mb("VmHWM")
         finally:
             broker.stop()
@@ -139,6 +151,27 @@ def run() -> list[Result]:
                 f"{hub_rate:,.0f}" + (f" ({hub_rate / base:.2f}x)" if base else ""),
                 target,
                 not base or hub_rate >= 0.8 * base,
+            )
+        )
+    for name, (broker_us, clients_us) in cpu.items():
+        results.append(
+            Result(
+                f"3 pairs, 64 B: CPU per message, {name} / load generator (us)",
+                f"{broker_us:.0f} / {clients_us:.0f}",
+                "(reported)",
+                True,
+            )
+        )
+    base = figures.get("mosquitto-64")
+    if base and "hub" in cpu:
+        cores = os.cpu_count() or 1
+        budget = cores * 1e6 / (0.8 * base) - cpu["hub"][1]
+        results.append(
+            Result(
+                f"hub CPU per message 0.8x would need on {cores} shared cores (us)",
+                f"{budget:.0f}",
+                f"(now {cpu['hub'][0]:.0f})",
+                True,
             )
         )
     for name, peak in peaks.items():
