@@ -16,7 +16,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edgehub_emu.identity import IdentityRegistry, make_token
+from edgehub_emu.testing import HubProcess as RunningHub
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "edge-device"
@@ -87,50 +87,29 @@ class Target:
     subscriber: tuple[str, str, str]
 
 
-class HubProcess:
+class HubProcess(RunningHub):
+    """The hub on ``pairs`` sensor/filter module pairs, each sensor routed to its filter."""
+
     def __init__(
         self, pairs: int = 1, data: Path | None = None, leaves: list[str] | None = None, **flags: str
     ) -> None:
         self.pairs = pairs
         self.dir = Path(tempfile.mkdtemp(prefix="edgehub-bench-"))
         self.data = data or self.dir / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
         self.leaves = leaves or []
         (self.dir / "deployment.json").write_text(json.dumps(manifest(pairs)))
-        exe = Path(sys.executable).with_name("edgehub-emu")
-        env = {**os.environ, "EDGEHUB_EMU_LEAF_DEVICES": ",".join(self.leaves)}
-        args = [
-            str(exe),
-            "run",
-            "-m",
-            str(self.dir / "deployment.json"),
-            "--data-dir",
-            str(self.data),
-            "--mqtts-port",
-            "0",
-            "--https-port",
-            "0",
-            "--http-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--no-watch",
-        ]
+        args = ["-m", str(self.dir / "deployment.json"), "--mqtt-port", "0", "--no-watch"]
         for flag, value in flags.items():
             args += [f"--{flag.replace('_', '-')}", value]
-        (self.data / "endpoints.json").unlink(missing_ok=True)
         started = time.perf_counter()
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        super().__init__(
+            self.data,
+            *args,
+            env={"EDGEHUB_EMU_LEAF_DEVICES": ",".join(self.leaves)},
+            stderr=subprocess.DEVNULL,
         )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if "ready" in line:
-                break
         self.ready_after = time.perf_counter() - started
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
-        self.endpoints = json.loads((self.data / "endpoints.json").read_text())
         modules = [f"sensor{i}" for i in range(pairs)] + [f"filter{i}" for i in range(pairs)]
         self.registry = IdentityRegistry(DEVICE, modules, self.leaves, path=self.data / "identities.json")
 
@@ -159,10 +138,11 @@ class HubProcess:
     def memory_mb(self, field: str = "VmRSS") -> float:
         return memory_mb(self.process.pid, field)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> int | None:
         self.process.terminate()
-        self.process.wait(30)
+        self.process.wait(timeout)
         shutil.rmtree(self.dir, ignore_errors=True)
+        return self.process.returncode
 
 
 def cpu_seconds(pid: int) -> float:

@@ -9,13 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import queue
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +26,7 @@ from edgehub_emu.hub import EdgeHub
 from edgehub_emu.identity import IdentityRegistry, make_token
 from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.settings import Settings
+from edgehub_emu.testing import HubProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 IOTHUB = "edgehub-emu.azure-devices.net"
@@ -201,51 +198,24 @@ async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await hub.stop()
 
 
-class HubSubprocess:
-    """`edgehub-emu run` as a real process on free ports, and paho clients for its modules."""
+class HubSubprocess(HubProcess):
+    """`edgehub-emu run` as a real process on free ports (the example deployment unless ``-m`` is given),
+    and paho clients for its modules."""
 
     def __init__(self, data: Path, *args: str, device_id: str = DEVICE) -> None:
-        exe = Path(sys.executable).with_name("edgehub-emu")
-        self.data = data
         self.device_id = device_id
-        self.banner: list[str] = []
-        (data / "endpoints.json").unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [
-                str(exe),
-                "run",
-                "-m",
-                str(ROOT / "config" / "deployment.json"),
-                "--data-dir",
-                str(data),
-                "--mqtts-port",
-                "0",
-                "--https-port",
-                "0",
-                "--http-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--no-watch",
-                "--device-id",
-                device_id,
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        super().__init__(
+            data,
+            "-m",
+            str(ROOT / "config" / "deployment.json"),
+            "--no-watch",
+            "--device-id",
+            device_id,
+            *args,
         )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.banner.append(line)
-            if "ready" in line:
-                break
-        if not (data / "endpoints.json").exists():
-            self.process.wait(10)
-            raise AssertionError("edgehub-emu run did not start:\n" + "".join(self.banner))
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
-        self.port = json.loads((data / "endpoints.json").read_text())["mqtts_port"]
-        self.ca = json.loads((data / "endpoints.json").read_text())["ca_file"]
+        self.data = data
+        self.port = self.mqtts_port
+        self.ca = self.ca_file
 
     def client(self, module: str, on_message=None) -> mqtt.Client:
         registry = IdentityRegistry(self.device_id, MODULES, path=self.data / "identities.json")
@@ -267,12 +237,3 @@ class HubSubprocess:
         client.loop_start()
         assert connected.wait(10)
         return client
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            self.process.wait(20)

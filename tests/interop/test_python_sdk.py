@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ import pytest
 from edgehub_emu.hub import EdgeHub
 from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.settings import Settings
+from edgehub_emu.testing import HubProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
@@ -227,10 +227,12 @@ async def test_run_and_creds_from_the_command_line_serve_sdk_modules(tmp_path: P
     """The README's path: `edgehub-emu run`, then `edgehub-emu creds MODULE` for each module."""
     exe = Path(sys.executable).with_name("edgehub-emu")
     common = ["-m", str(ROOT / "config" / "deployment.json"), "--data-dir", str(tmp_path)]
-    hub = await asyncio.create_subprocess_exec(
-        str(exe),
-        "run",
-        *common,
+    # the SDK connects to port 8883: on an address of its own
+    hub = await asyncio.to_thread(
+        HubProcess,
+        tmp_path,
+        "-m",
+        str(ROOT / "config" / "deployment.json"),
         "--host",
         "127.0.0.5",
         "--https-port",
@@ -239,15 +241,10 @@ async def test_run_and_creds_from_the_command_line_serve_sdk_modules(tmp_path: P
         "0",
         "--metrics-port",
         "0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        free_ports=False,
     )
     modules: list[SdkModule] = []
     try:
-        assert hub.stdout is not None
-        async with asyncio.timeout(30):
-            while b"ready" not in (line := await hub.stdout.readline()):
-                assert line, "the hub exited before it was ready"
 
         async def creds(module: str) -> dict[str, str]:
             done = await asyncio.create_subprocess_exec(
@@ -270,10 +267,7 @@ async def test_run_and_creds_from_the_command_line_serve_sdk_modules(tmp_path: P
     finally:
         for m in modules:
             await m.stop()
-        if hub.returncode is None:
-            hub.send_signal(signal.SIGINT)
-            async with asyncio.timeout(20):
-                assert await hub.wait() == 0
+        assert await asyncio.to_thread(hub.stop) == 0
 
 
 async def test_edge_environment_modules_connect_and_call_each_others_methods(sdk_hub, tmp_path: Path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgehub_emu.cli import app
+from edgehub_emu.testing import HubProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "deployment.json"
@@ -110,39 +110,14 @@ def test_route_test_rejects_a_bad_property_argument():
 
 
 def test_console_script_runs_the_hub_until_interrupted(tmp_path: Path):
-    exe = shutil.which("edgehub-emu", path=str(Path(sys.executable).parent))
-    assert exe is not None
-    command = [
-        exe,
-        "run",
-        "-m",
-        str(EXAMPLE),
-        "--data-dir",
-        str(tmp_path),
-        "--mqtts-port",
-        "0",
-        "--https-port",
-        "0",
-        "--http-port",
-        "0",
-        "--metrics-port",
-        "0",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    hub = HubProcess(tmp_path, "-m", str(EXAMPLE))
     try:
-        lines = []
-        for line in process.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if "ready" in line:
-                break
-        assert any("MQTT over TLS" in line for line in lines), lines
-        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
-        assert endpoints["mqtts_port"] > 0 and endpoints["https_port"] > 0
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
+        assert any("MQTT over TLS" in line for line in hub.banner), hub.banner
+        assert hub.endpoints["mqtts_port"] > 0 and hub.endpoints["https_port"] > 0
+        assert hub.stop() == 0  # Ctrl-C stops it cleanly
         assert not (tmp_path / "endpoints.json").exists()  # no hub runs here any more
     finally:
-        process.kill()
+        hub.process.kill()
 
 
 def test_creds_prints_connection_string_and_ca_file(tmp_path: Path):
