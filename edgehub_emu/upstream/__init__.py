@@ -10,7 +10,7 @@ from .config import (
     parse_connection_string,
     parse_upstream,
 )
-from .iothub_upstream import IotHubUpstream, merge_patch
+from .iothub_upstream import IotHubUpstream, merge_patch, twin_diff
 from .mqtt_bridge import MqttBridge
 from .mqtt_client import ClientOptions, ConnectionRefused, MqttClient
 
@@ -29,4 +29,5 @@ __all__ = [
     "merge_patch",
     "parse_connection_string",
     "parse_upstream",
+    "twin_diff",
 ]

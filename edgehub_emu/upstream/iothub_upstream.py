@@ -9,6 +9,9 @@ reconnecting before it expires. Over each connection:
 - ``$upstream`` messages go out on the identity's telemetry topic, properties in the bag;
 - direct-method calls come down, are invoked on the local module, and the result goes back;
 - desired-property patches come down and are applied to the local twin (and pushed to the module);
+  after a reconnect the upstream twin is read again, and what changed upstream while the connection
+  was down is applied too (the first read only sets the baseline: the local deployment's desired
+  properties are not replaced by an upstream that never set any);
 - reported-property patches the module makes here are sent up; while the upstream is away they are
   merged and sent when it returns.
 
@@ -50,6 +53,25 @@ InvokeMethod = Callable[[str, str, Any, float], Awaitable[tuple[int, Any]]]
 PatchDesired = Callable[[str, dict[str, Any]], None]
 
 
+def twin_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The patch that turns ``old`` into ``new`` (removed keys as null); ``$`` keys are ignored."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if key.startswith("$"):
+            continue
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = twin_diff(before, value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or before != value:
+            patch[key] = value
+    for key in old:
+        if key not in new and not key.startswith("$"):
+            patch[key] = None
+    return patch
+
+
 def merge_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """Reported patches in order, as one: later values win, objects merge, null stays (deletes)."""
     out = dict(base)
@@ -83,6 +105,7 @@ class IotHubUpstream:
         self.connections: dict[str, MqttClient] = {}
         self.counters: Counter[str] = Counter()
         self._reported: dict[str, dict[str, Any]] = {}
+        self._desired_seen: dict[str, dict[str, Any]] = {}  # the upstream's desired, with $version
         self._rid = 0
         self._stopping = False
 
@@ -126,7 +149,7 @@ class IotHubUpstream:
                 reconnect_after=self.token_lifetime - min(600, self.token_lifetime / 5),
             ),
             on_message=lambda packet: self._from_upstream(local_id, packet),
-            on_connected=lambda: self._flush_reported(local_id),
+            on_connected=lambda: self._connected(local_id),
             name=f"upstream connection of {remote}",
         )
         self.connections[local_id] = client
@@ -170,6 +193,34 @@ class IotHubUpstream:
         if client is not None and client.connected.is_set():
             self._flush_reported(local_id)
 
+    def _connected(self, local_id: str) -> None:
+        self._flush_reported(local_id)
+        self._rid += 1
+        topic = f"$iothub/twin/GET/?$rid=sync{self._rid}"
+        spawn(self._publish_quietly(local_id, topic, b""), f"reading the upstream twin of {local_id}")
+
+    async def _publish_quietly(self, local_id: str, topic: str, body: bytes) -> None:
+        try:
+            await self.connection(local_id).publish(topic, body, 0)
+        except ConnectionError as exc:
+            log.info("%s: %s", local_id, exc)
+
+    def _twin_read(self, local_id: str, twin: dict[str, Any]) -> None:
+        """The upstream twin after a (re)connect: apply desired changes missed while away."""
+        desired = twin.get("desired")
+        if not isinstance(desired, dict):
+            return
+        self.counters["twin_reads"] += 1
+        seen = self._desired_seen.get(local_id)
+        self._desired_seen[local_id] = desired
+        if seen is None or desired.get("$version", 0) == seen.get("$version", 0):
+            return
+        patch = twin_diff(seen, desired)
+        if patch:
+            log.info("applying desired properties of %s changed upstream while it was away", local_id)
+            self.patch_desired(local_id, patch)
+            self.counters["desired"] += 1
+
     def _flush_reported(self, local_id: str) -> None:
         patch = self._reported.pop(local_id, None)
         if patch is None:
@@ -202,9 +253,19 @@ class IotHubUpstream:
                 log.warning("ignored a desired patch for %s that is not JSON", local_id)
                 return
             if isinstance(patch, dict):
-                patch.pop("$version", None)
+                version = patch.pop("$version", None)
+                seen = self._desired_seen.get(local_id)
+                if seen is not None:
+                    self._desired_seen[local_id] = {**merge_patch(seen, patch), "$version": version}
                 self.patch_desired(local_id, patch)
                 self.counters["desired"] += 1
+        elif topic.startswith("$iothub/twin/res/200/?$rid=sync"):
+            try:
+                twin = json.loads(packet.payload)
+            except ValueError:
+                return
+            if isinstance(twin, dict):
+                self._twin_read(local_id, twin)
         elif not topic.startswith("$iothub/twin/res/"):
             log.info("ignored %r from upstream for %s", topic, local_id)
 

@@ -214,3 +214,20 @@ async def test_a_refusing_parent_is_reported_and_messages_wait(
     )
     assert sum(child.hub.store.depth("iothub").values()) == 1  # type: ignore[union-attr]
     assert parent.hub.upstream.messages() == []
+
+
+async def test_desired_changes_made_while_the_connection_was_down_arrive_after_it(
+    nested: tuple[Hub, Hub],
+) -> None:
+    parent, child = nested
+    module = await child.client("child/filtermodule")
+    await module.subscribe("$iothub/twin/PATCH/properties/desired/#", "$iothub/twin/res/#")
+    upstream = child.hub.bridge
+    await eventually(lambda: upstream.counters["twin_reads"] == 1, what="the first twin read")  # type: ignore[union-attr]
+    assert child.hub.twin("filtermodule")["desired"].get("tempLimit") is None  # the baseline changed nothing
+    connection = parent.hub.head.clients["child/filtermodule"].session.connection
+    connection.abort("network trouble")  # type: ignore[union-attr]
+    parent.hub.patch_desired("child/filtermodule", {"tempLimit": 77})  # nobody listening at the parent now
+    patch = await module.next(timeout=15)
+    assert json.loads(patch.payload)["tempLimit"] == 77
+    assert child.hub.twin("filtermodule")["desired"]["tempLimit"] == 77
