@@ -39,8 +39,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def manifest(pairs: int) -> dict:
+BROKER_POLICY = {
+    "authorizations": [
+        {
+            "identities": ["{{iot:identity}}"],
+            "allow": [
+                {"operations": ["mqtt:connect"]},
+                {"operations": ["mqtt:publish", "mqtt:subscribe"], "resources": ["bench/#"]},
+            ],
+        }
+    ]
+}
+
+
+def manifest(pairs: int, broker: bool = False) -> dict:
+    """``pairs`` sensor/filter pairs, each sensor routed to its filter; with ``broker``, also the broker
+    mode (schema 1.2, ``mqttBroker``) with user topics ``bench/#`` allowed."""
     modules = [f"sensor{i}" for i in range(pairs)] + [f"filter{i}" for i in range(pairs)]
+    hub: dict = {
+        "schemaVersion": "1.2" if broker else "1.1",
+        "routes": {
+            f"r{i}": f"FROM /messages/modules/sensor{i}/outputs/out "
+            f'INTO BrokeredEndpoint("/modules/filter{i}/inputs/in")'
+            for i in range(pairs)
+        },
+    }
+    if broker:
+        hub["mqttBroker"] = BROKER_POLICY
     return {
         "$edgeAgent": {
             "properties.desired": {
@@ -61,16 +86,7 @@ def manifest(pairs: int) -> dict:
                 },
             }
         },
-        "$edgeHub": {
-            "properties.desired": {
-                "schemaVersion": "1.1",
-                "routes": {
-                    f"r{i}": f"FROM /messages/modules/sensor{i}/outputs/out "
-                    f'INTO BrokeredEndpoint("/modules/filter{i}/inputs/in")'
-                    for i in range(pairs)
-                },
-            }
-        },
+        "$edgeHub": {"properties.desired": hub},
     }
 
 
@@ -91,15 +107,22 @@ class HubProcess(RunningHub):
     """The hub on ``pairs`` sensor/filter module pairs, each sensor routed to its filter."""
 
     def __init__(
-        self, pairs: int = 1, data: Path | None = None, leaves: list[str] | None = None, **flags: str
+        self,
+        pairs: int = 1,
+        data: Path | None = None,
+        leaves: list[str] | None = None,
+        broker: bool = False,
+        **flags: str,
     ) -> None:
         self.pairs = pairs
         self.dir = Path(tempfile.mkdtemp(prefix="edgehub-bench-"))
         self.data = data or self.dir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.leaves = leaves or []
-        (self.dir / "deployment.json").write_text(json.dumps(manifest(pairs)))
+        (self.dir / "deployment.json").write_text(json.dumps(manifest(pairs, broker)))
         args = ["-m", str(self.dir / "deployment.json"), "--mqtt-port", "0", "--no-watch"]
+        if broker:
+            args.append("--dev")
         for flag, value in flags.items():
             args += [f"--{flag.replace('_', '-')}", value]
         started = time.perf_counter()
@@ -133,6 +156,19 @@ class HubProcess(RunningHub):
             f"devices/{DEVICE}/modules/filter{pair}/#",
             self.credentials(f"sensor{pair}"),
             self.credentials(f"filter{pair}"),
+        )
+
+    def user_topic_target(self, pair: int = 0) -> Target:
+        """Anonymous local clients (``--dev``) on a user topic of the broker mode: plain pub/sub."""
+        topic = f"bench/{pair}"
+        return Target(
+            "127.0.0.1",
+            self.endpoints["mqtt_port"],
+            None,
+            topic,
+            topic,
+            (f"pub{pair}", "", ""),
+            (f"sub{pair}", "", ""),
         )
 
     def memory_mb(self, field: str = "VmRSS") -> float:

@@ -4,6 +4,8 @@ backlog.
 - Throughput of module-to-module QoS 1 routing with the durable store, 64 B and 1 KB bodies, with
   several publisher/subscriber processes (so the Python clients are not the bottleneck), beside the
   same load through mosquitto and amqtt's broker; peak RSS of each.
+- The same hub runs the broker mode (``mqttBroker``, ``--dev``): plain QoS 1 pub/sub on user topics
+  by anonymous clients, the load mosquitto gets, reported beside it (no target).
 - p50/p99 latency at 1,000 msg/s through the durable store.
 - A 1,000,000-message backlog for one module input: the hub's RSS while holding it, then the drain
   rate when the module connects. Time from process start to ready, empty and with the backlog.
@@ -85,7 +87,7 @@ def run() -> list[Result]:
     figures: dict[str, float] = {}
     peaks: dict[str, float] = {}
     cpu: dict[str, tuple[float, float]] = {}
-    hub = HubProcess(pairs=PAIRS)
+    hub = HubProcess(pairs=PAIRS, broker=True)
     ready_empty = hub.ready_after
     try:
         for size in (64, 1024):
@@ -95,6 +97,9 @@ def run() -> list[Result]:
                 )
             if size == 64:
                 cpu["hub"] = meter.per_message_us(COUNT * PAIRS)
+        figures["user-topics-64"] = pair_throughput(
+            [hub.user_topic_target(i) for i in range(PAIRS)], COUNT, 64
+        )
         peaks["hub"] = hub.memory_mb("VmHWM")
         _, p99 = latency(hub.target(tls=True))
     finally:
@@ -151,6 +156,16 @@ def run() -> list[Result]:
                 f"{hub_rate:,.0f}" + (f" ({hub_rate / base:.2f}x)" if base else ""),
                 target,
                 not base or hub_rate >= 0.8 * base,
+            )
+        )
+    if "mosquitto-64" in figures:
+        user = figures["user-topics-64"]
+        results.append(
+            Result(
+                f"{PAIRS} pairs: broker mode, user topics, QoS 1 msg/s, 64 B",
+                f"{user:,.0f} ({user / figures['mosquitto-64']:.2f}x)",
+                "(reported)",
+                True,
             )
         )
     for name, (broker_us, clients_us) in cpu.items():
