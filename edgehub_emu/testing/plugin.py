@@ -14,6 +14,9 @@ are in memory unless the marker says ``store="sqlite"``. With ``sdk=True`` the h
 443, as Microsoft's SDKs require, on a loopback address of its own (127.1.W.N), so tests — also under
 ``pytest -n`` — do not collide.
 
+With a manifest that turns on the broker mode (``mqttBroker``), ``edgehub.publish`` sends on a user
+topic as another client would, and ``edgehub.watch("alerts/#")`` collects what modules publish there.
+
 Registered through the ``pytest11`` entry point: installing edgehub-emu is enough.
 """
 
@@ -23,6 +26,7 @@ import asyncio
 import itertools
 import json
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -35,6 +39,7 @@ import pytest
 
 from ..hub import EdgeHub
 from ..manifest import Deployment, load_deployment, parse_deployment
+from ..mqtt.topic_trie import filter_matches
 from ..protocol_head import MethodResult
 from ..routing import DEFAULT_TIME_TO_LIVE_SECS, Message, ModuleEndpoint, RoutedEndpoint
 from ..settings import Settings
@@ -127,6 +132,27 @@ class Upstream:
         )
 
 
+class TopicWatch:
+    """What clients published on user topics that match a filter: ``get`` waits for the next one."""
+
+    def __init__(self, topic_filter: str) -> None:
+        self.topic_filter = topic_filter
+        self._messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    def listener(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if filter_matches(self.topic_filter, topic):
+            self._messages.put((topic, payload))
+
+    def get(self, timeout: float = 10) -> tuple[str, bytes]:
+        """(topic, payload) of the next message; AssertionError if none comes within ``timeout``."""
+        try:
+            return self._messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"nothing was published on {self.topic_filter!r} within {timeout:g} s"
+            ) from None
+
+
 class EdgeHubFixture:
     """A running hub and the helpers a module author needs in a test."""
 
@@ -210,6 +236,25 @@ class EdgeHubFixture:
 
     def patch_desired(self, module: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(lambda: self.hub.patch_desired(module, patch))
+
+    def _broker(self) -> Any:
+        broker = self.hub.head.broker
+        if broker is None:
+            raise RuntimeError(
+                "the broker mode is off: the deployment's $edgeHub has no mqttBroker (schema 1.2 or later)"
+            )
+        return broker
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        """Broker mode: publish on a user topic to whoever subscribed, as another client would."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        self._call(lambda: self._broker().topics.publish(topic, data, qos, retain))
+
+    def watch(self, topic_filter: str) -> TopicWatch:
+        """Broker mode: collect what clients publish on user topics matching ``topic_filter`` from now on."""
+        watch = TopicWatch(topic_filter)
+        self._call(lambda: self._broker().topics.listeners.append(watch.listener))
+        return watch
 
     def twin(self, module: str) -> dict[str, Any]:
         return self._call(lambda: self.hub.twin(module))

@@ -204,3 +204,26 @@ def _events(stream: Any) -> queue.Queue[dict[str, Any]]:
 
     threading.Thread(target=read, daemon=True).start()
     return events
+
+
+@pytest.mark.edgehub(manifest="config/broker.json")
+def test_broker_mode_user_topics_from_a_test(edgehub: EdgeHubFixture) -> None:
+    """A module that uses IoT Edge 1.2's user topics: the test publishes to it and watches what it sends."""
+    module = ModuleClient(edgehub, "filtermodule")
+    try:
+        watch = edgehub.watch("alerts/#")
+        subscribed = threading.Event()
+        module.client.on_subscribe = lambda *_: subscribed.set()
+        module.client.subscribe("sync/#", qos=1)
+        assert subscribed.wait(10)
+        edgehub.publish("sync/config", '{"mode": "eco"}')
+        assert module.received.get(timeout=10).payload == b'{"mode": "eco"}'
+        module.client.publish("alerts/filtermodule/hot", b"104", qos=1).wait_for_publish(10)
+        assert watch.get(timeout=10) == ("alerts/filtermodule/hot", b"104")
+    finally:
+        module.close()
+
+
+def test_broker_helpers_say_when_the_broker_mode_is_off(edgehub: EdgeHubFixture) -> None:
+    with pytest.raises(RuntimeError, match="the broker mode is off"):
+        edgehub.watch("alerts/#")
