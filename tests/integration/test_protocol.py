@@ -79,6 +79,10 @@ async def test_persistent_session_survives_reconnect_and_restart(start_hub, tmp_
         f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput", b"1"
     )
     assert (await again.next()).payload == b"1"  # no re-subscribe needed
+    for _ in range(100):  # until the hub has the PUBACK: else "1" would rightly come again after the restart
+        if not any(hub.hub.store.depth(f"{DEVICE}/filtermodule/input1").values()):  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.05)
     again.stop()
     sender.stop()
     await hub.hub.stop()
