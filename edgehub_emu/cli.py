@@ -356,12 +356,6 @@ def run(
             raise typer.BadParameter("sqlite or memory", param_hint="--store")
         settings = dataclasses.replace(settings, store=store)
     settings = dataclasses.replace(settings, watch_manifest=watch)
-    if upstream is not None:
-        settings = dataclasses.replace(settings, upstream=upstream)
-    if upstream_identities:
-        settings = dataclasses.replace(settings, upstream_identities=tuple(upstream_identities))
-    if upstream_ca is not None:
-        settings = dataclasses.replace(settings, upstream_ca=upstream_ca)
     if leaf_devices:
         settings = dataclasses.replace(settings, leaf_devices=(*settings.leaf_devices, *leaf_devices))
     if dev:
@@ -374,6 +368,9 @@ def run(
         ("api_token", api_token),
         ("workload_socket", workload_socket),
         ("workload_port", workload_port),
+        ("upstream", upstream),
+        ("upstream_ca", upstream_ca),
+        ("upstream_identities", tuple(upstream_identities) or None),
     ):
         if value is not None:
             settings = dataclasses.replace(settings, **{name: value})

@@ -271,19 +271,9 @@ async def _end_streams(app: web.Application) -> None:
 
 def _upstream_status(hub: Any) -> dict[str, Any]:
     """Where ``$upstream`` goes, and the state of its connections."""
-    bridge = hub.bridge
-    if bridge is None:
+    if hub.bridge is None:
         return {"target": "local capture", "connections": {}}
-    if hasattr(bridge, "status"):
-        return bridge.status()
-    client = bridge.client
-    return {
-        "target": bridge.config.describe(),
-        "connections": {
-            client.options.client_id: {"connected": client.connected.is_set(), "error": client.last_error}
-        },
-        "counters": dict(bridge.counters),
-    }
+    return hub.bridge.status()
 
 
 def _broker_status(hub: Any) -> dict[str, Any] | None:

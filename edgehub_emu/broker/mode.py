@@ -62,8 +62,9 @@ class BrokerMode:
         return granted
 
     def subscribed(self, session: Session, granted: list[tuple[str, int]]) -> None:
+        user_filters = self.topics.filters(session.client_id)
         for topic_filter, qos in granted:
-            if topic_filter in self.topics.filters(session.client_id):
+            if topic_filter in user_filters:
                 self.topics.send_retained(session, topic_filter, qos)
 
     def unsubscribe(self, client_id: str, filters: list[str]) -> None:

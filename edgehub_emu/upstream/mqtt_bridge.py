@@ -19,6 +19,7 @@ import ssl
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from ..broker import Bridge
 from ..iothub import telemetry_topic
@@ -35,6 +36,11 @@ _ECHO_MEMORY = 10_000
 
 Enqueue = Callable[[Message], Awaitable[None] | None]
 PublishLocal = Callable[[str, bytes, int], None]
+
+
+def _echo_key(topic: str, payload: bytes) -> tuple[str, bytes]:
+    """What recognises a message of ours when the remote broker sends it back."""
+    return topic, hashlib.blake2b(payload, digest_size=16).digest()
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -80,6 +86,16 @@ class MqttBridge:
     async def stop(self) -> None:
         await self.client.stop()
 
+    def status(self) -> dict[str, Any]:
+        client = self.client
+        return {
+            "target": self.config.describe(),
+            "connections": {
+                client.options.client_id: {"connected": client.connected.is_set(), "error": client.last_error}
+            },
+            "counters": dict(self.counters),
+        }
+
     def configure(self, bridges: tuple[Bridge, ...]) -> None:
         """Apply the manifest's bridges; new remote subscriptions take effect at once (the connection
         is made again when they change)."""
@@ -113,7 +129,7 @@ class MqttBridge:
         """From the bridge queue to the remote broker."""
         topic = message.properties.get(TOPIC_PROPERTY) or ""
         qos = min(int(message.properties.get(QOS_PROPERTY) or 1), 1)
-        key = (topic, hashlib.blake2b(message.body, digest_size=16).digest())
+        key = _echo_key(topic, message.body)
         self._echoes[key] = self._echoes.get(key, 0) + 1
         while len(self._echoes) > _ECHO_MEMORY:
             self._echoes.popitem(last=False)
@@ -137,8 +153,7 @@ class MqttBridge:
     # --- in -----------------------------------------------------------------------------------------
 
     def _remote_message(self, packet: Publish) -> None:
-        key = (packet.topic, hashlib.blake2b(packet.payload, digest_size=16).digest())
-        if self._forget_echo(key):
+        if self._forget_echo(_echo_key(packet.topic, packet.payload)):
             self.counters["echo_dropped"] += 1
             return
         for bridge in self.bridges:
