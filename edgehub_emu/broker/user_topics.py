@@ -43,11 +43,6 @@ async def _all(work: list[Awaitable[None]]) -> None:
     await asyncio.gather(*work)
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()  # a session dropped its in-flight message; nobody else waits for it
-
-
 class UserTopics:
     def __init__(self, sessions: Mapping[str, Session]) -> None:
         self.sessions = sessions
@@ -134,9 +129,7 @@ class UserTopics:
 
     def _send(self, session: Session, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
-            future = session.publish(topic, payload, qos, retain=retain)
+            session.send_detached(topic, payload, qos, retain)
         except NotConnected:
             return
         self.counters["delivered"] += 1
-        if future is not None:
-            future.add_done_callback(_retrieve)

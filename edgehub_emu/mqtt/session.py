@@ -132,6 +132,13 @@ class Session:
         connection.send_publish(topic, payload, qos, packet_id, False, retain)
         return future
 
+    def send_detached(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        """Publish when nobody waits for the outcome (broker-mode user topics): a message dropped with a
+        discarded session is not an error to report. Raises ``NotConnected`` like ``publish``."""
+        future = self.publish(topic, payload, qos, retain)
+        if future is not None:
+            future.add_done_callback(_consume_outcome)
+
     def acknowledge(self, packet_id: int) -> None:
         """PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is delivered."""
         entry = self.inflight.pop(packet_id, None)
@@ -174,9 +181,7 @@ class Session:
         """Send what waited while the client was away, in order."""
         while self.offline and self.connection is not None:
             topic, payload, qos = self.offline.popleft()
-            future = self.publish(topic, payload, qos)
-            if future is not None:
-                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self.send_detached(topic, payload, qos)
 
     def discard(self, reason: str) -> None:
         """Clean session: forget subscriptions and fail what is in flight (its sender retries)."""
@@ -187,6 +192,11 @@ class Session:
             if not entry.future.done():
                 entry.future.set_exception(NotConnected(f"{self.client_id}: {reason}"))
         self.inflight.clear()
+
+
+def _consume_outcome(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 class NotConnected(ConnectionError):
