@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edgehub_emu.mqtt.codec import Connect, Decoder, Puback, Publish, Subscribe, encode
 from edgehub_emu.routing import Message, ModuleEndpoint, RoutedEndpoint
-from edgehub_emu.store import SqliteStore
+from edgehub_emu.store import LogStore
 
 from .harness import AMQTT, DEVICE, Amqtt, CpuMeter, HubProcess, Mosquitto, pair_throughput
 from .mqtt_bench import latency
@@ -42,19 +42,21 @@ BACKLOG = 1_000_000
 
 async def fill_backlog(data: Path, count: int) -> None:
     """Queue ``count`` messages for filter0's input straight into the store the hub will open."""
-    store = SqliteStore(data / "store.sqlite")
+    store = LogStore(data / "queue")
     copy = RoutedEndpoint(ModuleEndpoint(DEVICE, "filter0", "in"), 2_000_000_000, 86_400, "r0")
     system = {"connectionDeviceId": DEVICE, "connectionModuleId": "sensor0", "outputName": "out"}
-    batch = []
-    for i in range(count):
-        batch.append(
-            store.add(Message(body=b"x" * 64, properties={"n": str(i)}, system_properties=system), [copy])
-        )
-        if len(batch) == 10_000:
-            await asyncio.gather(*batch)
-            batch = []
-    await asyncio.gather(*batch)
+    for start in range(0, count, 10_000):
+        for i in range(start, min(count, start + 10_000)):
+            message = Message(body=b"x" * 64, properties={"n": str(i)}, system_properties=system)
+            store.add(message, [copy], _ignore)
+        store.flush()
+        await asyncio.sleep(0)
     store.close()
+
+
+def _ignore(error: BaseException | None) -> None:
+    if error is not None:
+        raise error
 
 
 async def drain(hub: HubProcess, count: int) -> float:

@@ -1,155 +1,113 @@
-"""Endpoint queues in memory: one FIFO per (endpoint, priority), lowest priority number served first.
-
-This is the store interface the hub uses (``add`` returns once a message is queued for every endpoint it
-routes to, ``head``/``remove`` deliver in order); the durable SQLite store implements the same
-interface. Time-to-live runs from enqueue; expired messages are skipped and counted when read.
-"""
+"""Endpoint queues in memory (``--store memory``, the pytest fixture): fast, and gone when the process
+ends. The same behaviour as the durable log, tested by the same suite: lowest priority number first,
+FIFO within, time-to-live from enqueue, expired entries skipped and counted."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from itertools import count
 
 from ..routing import Message, RoutedEndpoint
+from .base import Entry, Lanes, QueueInfo, Stored, earliest
 
 
-@dataclass(slots=True)
-class Entry:
-    """One message queued for one endpoint."""
-
-    sequence: int
-    endpoint_id: str
-    priority: int
-    message: Message
-    expires_at: float
-    route: str
-    attempts: int = 0
-    message_id: int = 0  # durable store: the row holding the body
-    copies: int = 1  # durable store: how many endpoint rows share that body
-
-
-@dataclass
-class _Queue:
-    by_priority: dict[int, deque[Entry]] = field(default_factory=dict)
-    waiter: asyncio.Event | None = None
-
-    def priorities(self) -> list[int]:
-        return sorted(p for p, q in self.by_priority.items() if q)
+def _nobody(endpoint_id: str) -> None:
+    """Until the hub wires delivery in, nobody listens."""
 
 
 class MemoryStore:
-    """Queues in memory: fast, and lost when the process ends (``--store memory``, tests)."""
-
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._queues: dict[str, _Queue] = {}
-        self._sequence = itertools.count(1)
         self.clock = clock
-        self.expired: dict[str, int] = {}
+        self.ready: Callable[[str], None] = _nobody
+        self._lanes = Lanes()
+        self._sequence = count(1)
 
-    def _queue(self, endpoint_id: str) -> _Queue:
-        queue = self._queues.get(endpoint_id)
-        if queue is None:
-            queue = self._queues[endpoint_id] = _Queue()
-        return queue
-
-    def add(self, message: Message, copies: Iterable[RoutedEndpoint]) -> Awaitable[None] | None:
-        """Queue ``message`` for each endpoint copy. Returns None: in memory it is done at once."""
+    def add(self, message: Message, copies: Sequence[RoutedEndpoint], stored: Stored) -> bool:
         now = self.clock()
+        sequence = next(self._sequence)
+        lanes = self._lanes
         for copy in copies:
-            queue = self._queue(copy.endpoint.id)
-            entry = Entry(
-                next(self._sequence),
-                copy.endpoint.id,
-                copy.priority,
-                message,
-                now + copy.time_to_live_secs,
-                copy.route,
+            endpoint_id = copy.endpoint.id
+            lane = lanes.lane(endpoint_id, copy.priority)
+            lane.ready.append(
+                Entry(sequence, endpoint_id, copy.priority, message, now + copy.time_to_live_secs, copy.route)
             )
-            queue.by_priority.setdefault(copy.priority, deque()).append(entry)
-            if queue.waiter is not None:
-                queue.waiter.set()
-        return None
+            lane.count += 1
+            lane.last_sequence = sequence
+        for copy in copies:
+            self.ready(copy.endpoint.id)
+        return True
 
-    def head(self, endpoint_id: str) -> Entry | None:
-        """The next message to deliver: lowest priority number first, FIFO within; expired ones dropped."""
-        queue = self._queues.get(endpoint_id)
-        if queue is None:
+    def take(self, endpoint_id: str) -> Entry | None:
+        lanes = self._lanes.by_endpoint.get(endpoint_id)
+        if not lanes:
             return None
         now = self.clock()
-        for priority in queue.priorities():
-            items = queue.by_priority[priority]
-            while items:
-                entry = items[0]
+        for lane in lanes:
+            ready = lane.ready
+            while ready:
+                entry = ready.popleft()
                 if entry.expires_at <= now:
-                    items.popleft()
-                    self.expired[endpoint_id] = self.expired.get(endpoint_id, 0) + 1
+                    lane.count -= 1
+                    self._lanes.count_expired(endpoint_id)
                     continue
+                lane.leased.append(entry)
                 return entry
         return None
 
-    def next_unsent(self, endpoint_id: str, sent: set[int]) -> Entry | None:
-        """The first entry in delivery order that is not already in flight (``sent`` sequences)."""
-        if not sent:
-            return self.head(endpoint_id)
-        queue = self._queues.get(endpoint_id)
-        if queue is None:
-            return None
-        now = self.clock()
-        for priority in queue.priorities():
-            for entry in queue.by_priority[priority]:
-                if entry.sequence not in sent and entry.expires_at > now:
-                    return entry
-        return None
+    def ack(self, entry: Entry) -> None:
+        lane = self._lanes.find(entry.endpoint_id, entry.priority)
+        if lane is not None and lane.unlease(entry):
+            lane.count -= 1
 
-    def remove(self, entry: Entry) -> None:
-        """Checkpoint: the endpoint acknowledged (or edgeHub would drop) this entry."""
-        queue = self._queues.get(entry.endpoint_id)
-        if queue is None:
-            return
-        items = queue.by_priority.get(entry.priority)
-        if items and items[0] is entry:
-            items.popleft()
-        elif items:
-            with contextlib.suppress(ValueError):
-                items.remove(entry)
+    def release(self, entries: Iterable[Entry]) -> None:
+        by_lane: dict[tuple[str, int], list[Entry]] = {}
+        for entry in entries:
+            by_lane.setdefault((entry.endpoint_id, entry.priority), []).append(entry)
+        for (endpoint_id, priority), released in by_lane.items():  # the caller delivers them again
+            lane = self._lanes.find(endpoint_id, priority)
+            if lane is None:
+                continue
+            lane.put_back([e for e in released if lane.unlease(e)])
 
-    async def wait(self, endpoint_id: str, timeout: float | None = None) -> None:
-        """Until something is added for ``endpoint_id`` (or ``timeout`` passes)."""
-        queue = self._queue(endpoint_id)
-        if queue.waiter is None:
-            queue.waiter = asyncio.Event()
-        queue.waiter.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await queue.waiter.wait()
+    def peek(self, endpoint_id: str, limit: int = 100) -> list[Entry]:
+        out: list[Entry] = []
+        for lane in self._lanes.by_endpoint.get(endpoint_id, ()):
+            out.extend(lane.leased)
+            out.extend(lane.ready)
+        return out[:limit]
 
     def depth(self, endpoint_id: str) -> dict[int, int]:
-        queue = self._queues.get(endpoint_id)
-        if queue is None:
-            return {}
-        return {p: len(q) for p, q in sorted(queue.by_priority.items()) if q}
+        return self._lanes.depth(endpoint_id)
 
     def endpoints(self) -> list[str]:
-        return [e for e, q in self._queues.items() if q.priorities()]
+        return self._lanes.endpoints()
+
+    def queues(self) -> list[QueueInfo]:
+        now = self.clock()
+        return [
+            QueueInfo(lane.endpoint_id, lane.priority, lane.count, earliest([*lane.leased, *lane.ready], now))
+            for lane in self._lanes.all()
+            if lane.count
+        ]
+
+    def expired_counts(self) -> dict[str, int]:
+        return dict(self._lanes.expired)
 
     def purge_expired(self) -> int:
-        """Drop expired entries nobody is reading (counted as ``ttl_expiry``)."""
+        """Drop expired entries nobody is reading (a module that never connects)."""
         now = self.clock()
         purged = 0
-        for endpoint_id, queue in self._queues.items():
-            for items in queue.by_priority.values():
-                keep = deque(e for e in items if e.expires_at > now)
-                dropped = len(items) - len(keep)
-                if dropped:
-                    items.clear()
-                    items.extend(keep)
-                    self.expired[endpoint_id] = self.expired.get(endpoint_id, 0) + dropped
-                    purged += dropped
+        for lane in self._lanes.all():
+            keep = [e for e in lane.ready if e.expires_at > now]
+            dropped = len(lane.ready) - len(keep)
+            if dropped:
+                lane.ready.clear()
+                lane.ready.extend(keep)
+                lane.count -= dropped
+                self._lanes.count_expired(lane.endpoint_id, dropped)
+                purged += dropped
         return purged
 
     def close(self) -> None:

@@ -1,8 +1,11 @@
-"""Endpoint queues: one behaviour, two stores (memory and SQLite), plus what only SQLite promises."""
+"""Endpoint queues: one behaviour, two stores (memory and the durable log), plus what only the log
+promises (restarts, paging, disk given back, torn writes, the earlier format migrated)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from edgehub_emu.routing import Message, ModuleEndpoint, RoutedEndpoint, UpstreamEndpoint
-from edgehub_emu.store import MemoryStore, SqliteStore, StoreError
-from edgehub_emu.store import sqlite as sqlite_store
+from edgehub_emu.store import LogStore, MemoryStore, StoreError, open_store
+from edgehub_emu.store import log as log_store
 
 
 class Clock:
@@ -31,23 +34,31 @@ def copy(endpoint=A, priority: int = 0, ttl: int = 60) -> RoutedEndpoint:
 
 
 async def put(store, body: bytes, *copies: RoutedEndpoint) -> None:
-    result = store.add(Message(body=body, properties={"k": body.decode()}), copies or (copy(),))
-    if result is not None:
-        await result
+    done = asyncio.get_running_loop().create_future()
+
+    def stored(error: BaseException | None) -> None:
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    message = Message(body=body, properties={"k": body.decode()})
+    if not store.add(message, copies or (copy(),), stored):
+        await done
 
 
 def drain(store, endpoint_id: str = A.id) -> list[bytes]:
     bodies = []
-    while (entry := store.head(endpoint_id)) is not None:
+    while (entry := store.take(endpoint_id)) is not None:
         bodies.append(entry.message.body)
-        store.remove(entry)
+        store.ack(entry)
     return bodies
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "log"])
 async def store(request, tmp_path: Path) -> AsyncIterator:
     clock = Clock()
-    s = MemoryStore(clock) if request.param == "memory" else SqliteStore(tmp_path / "store.sqlite", clock)
+    s = MemoryStore(clock) if request.param == "memory" else LogStore(tmp_path / "queue", clock)
     s.test_clock = clock  # type: ignore[attr-defined]
     yield s
     s.close()
@@ -62,13 +73,33 @@ async def test_lowest_priority_number_first_then_fifo(store):
     assert store.depth(A.id) == {}
 
 
-async def test_next_unsent_skips_what_is_in_flight(store):
+async def test_taken_entries_are_leased_until_acknowledged_and_count_as_waiting(store):
     for i in range(3):
         await put(store, f"m{i}".encode())
-    first = store.head(A.id)
-    second = store.next_unsent(A.id, {first.sequence})
+    first, second = store.take(A.id), store.take(A.id)
     assert (first.message.body, second.message.body) == (b"m0", b"m1")
-    assert store.next_unsent(A.id, {first.sequence, second.sequence}).message.body == b"m2"
+    assert store.depth(A.id) == {0: 3}
+    assert [e.message.body for e in store.peek(A.id)] == [b"m0", b"m1", b"m2"]
+    store.ack(first)
+    assert store.depth(A.id) == {0: 2}
+    assert store.take(A.id).message.body == b"m2"
+
+
+async def test_released_entries_come_again_in_their_old_places(store):
+    for i in range(4):
+        await put(store, f"m{i}".encode())
+    taken = [store.take(A.id) for _ in range(3)]
+    store.ack(taken[1])
+    store.release([taken[2], taken[0]])
+    assert drain(store) == [b"m0", b"m2", b"m3"]
+
+
+async def test_a_higher_priority_message_overtakes_what_was_not_yet_taken(store):
+    await put(store, b"low0", copy(priority=5))
+    await put(store, b"low1", copy(priority=5))
+    assert store.take(A.id).message.body == b"low0"
+    await put(store, b"urgent", copy(priority=0))
+    assert store.take(A.id).message.body == b"urgent"
 
 
 async def test_one_message_for_two_endpoints_is_two_independent_copies(store):
@@ -83,7 +114,7 @@ async def test_expired_messages_are_skipped_and_counted(store):
     await put(store, b"long", copy(ttl=100))
     store.test_clock.now += 50
     assert drain(store) == [b"long"]
-    assert store.expired == {A.id: 1}
+    assert store.expired_counts() == {A.id: 1}
 
 
 async def test_expired_messages_nobody_reads_are_purged(store):
@@ -91,87 +122,161 @@ async def test_expired_messages_nobody_reads_are_purged(store):
         await put(store, f"m{i}".encode(), copy(UpstreamEndpoint(), ttl=10))
     store.test_clock.now += 11
     assert store.purge_expired() == 5
-    assert store.expired == {"iothub": 5}
-    assert store.head("iothub") is None
+    assert store.expired_counts() == {"iothub": 5}
+    assert store.take("iothub") is None
+    assert store.depth("iothub") == {}
 
 
-async def test_wait_returns_when_something_is_added(store):
-    waiting = asyncio.ensure_future(store.wait(A.id, timeout=5))
-    await asyncio.sleep(0)
-    await put(store, b"wake")
-    async with asyncio.timeout(2):
-        await waiting
+async def test_queues_show_the_next_expiry_still_ahead(store):
+    await put(store, b"a", copy(ttl=10))
+    await put(store, b"b", copy(ttl=100))
+    store.test_clock.now += 50
+    (info,) = store.queues()
+    assert (info.endpoint_id, info.priority, info.messages) == (A.id, 0, 2)
+    assert info.next_expiry == store.test_clock.now + 50
 
 
-# --- only the durable store -------------------------------------------------------------------
+async def test_the_store_says_which_endpoint_has_new_entries(store):
+    told: list[str] = []
+    store.ready = told.append
+    await put(store, b"x", copy(A), copy(B))
+    assert sorted(told) == sorted([A.id, B.id])
+
+
+# --- only the durable log ---------------------------------------------------------------------
 
 
 async def test_queues_come_back_after_a_restart(tmp_path: Path):
-    path = tmp_path / "store.sqlite"
-    store = SqliteStore(path)
+    store = LogStore(tmp_path)
     for i in range(5):
         await put(store, f"m{i}".encode(), copy(priority=i % 2))
-    store.remove(store.head(A.id))  # m0 delivered
+    store.ack(store.take(A.id))  # m0 delivered
     store.close()
-    again = SqliteStore(path)
-    entry = again.head(A.id)
+    again = LogStore(tmp_path)
+    assert again.depth(A.id) == {0: 2, 1: 2}
+    entry = again.take(A.id)
     assert entry.message.properties == {"k": "m2"}
+    again.release([entry])
     assert drain(again) == [b"m2", b"m4", b"m1", b"m3"]
     again.close()
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM queue").fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
 
 
-async def test_a_body_routed_to_several_endpoints_is_stored_once(tmp_path: Path):
-    store = SqliteStore(tmp_path / "store.sqlite")
+async def test_what_was_in_flight_at_a_crash_comes_again(tmp_path: Path):
+    store = LogStore(tmp_path)
+    for i in range(3):
+        await put(store, f"m{i}".encode())
+    store.ack(store.take(A.id))
+    store.take(A.id)  # delivered, never acknowledged
+    store.close()
+    again = LogStore(tmp_path)
+    assert drain(again) == [b"m1", b"m2"]
+    again.close()
+
+
+async def test_a_message_routed_to_several_endpoints_is_written_once(tmp_path: Path):
+    store = LogStore(tmp_path)
     await put(store, b"x" * 1000, copy(A), copy(B), copy(UpstreamEndpoint()))
     store.close()
-    with sqlite3.connect(tmp_path / "store.sqlite") as db:
-        assert db.execute("SELECT count(*) FROM messages").fetchone() == (1,)
-        assert db.execute("SELECT count(*) FROM queue").fetchone() == (3,)
+    (segment,) = tmp_path.glob("*.log")
+    assert 2000 < segment.stat().st_size < 3000  # the body and its property (1000 bytes each), once
 
 
 async def test_a_large_backlog_is_paged_not_held_in_memory(tmp_path: Path):
-    path = tmp_path / "store.sqlite"
-    store = SqliteStore(path)
-    total = sqlite_store.IN_MEMORY + sqlite_store.PAGE * 2 + 7
-    await asyncio.gather(*(put(store, str(i).encode()) for i in range(total)))
+    store = LogStore(tmp_path, segment_bytes=64 * 1024)
+    total = log_store.IN_MEMORY + log_store.PAGE * 2 + 7
+    for start in range(0, total, 500):  # several commits, so that several segments fill
+        await asyncio.gather(*(put(store, str(i).encode()) for i in range(start, min(total, start + 500))))
     store.close()
-    again = SqliteStore(path)
+    assert len(list(tmp_path.glob("*.idx"))) > 2  # sealed segments, each with its index
+    again = LogStore(tmp_path, segment_bytes=64 * 1024)
     assert again.depth(A.id) == {0: total}
-    assert again.head(A.id) is not None
-    lane = again._endpoints[A.id].lanes[0]
-    assert len(lane.loaded) <= sqlite_store.PAGE
-    assert drain(again) == [str(i).encode() for i in range(total)]
+    assert again.take(A.id) is not None
+    (lane,) = again._lanes.by_endpoint[A.id]
+    assert len(lane.ready) < log_store.PAGE
+    assert drain(again) == [str(i).encode() for i in range(1, total)]
     again.close()
+
+
+async def test_disk_space_comes_back_as_the_queues_drain(tmp_path: Path):
+    store = LogStore(tmp_path, segment_bytes=32 * 1024)
+    for i in range(2000):
+        await put(store, f"{i:0200d}".encode())
+    assert len(list(tmp_path.glob("*.log"))) > 5
+    assert len(drain(store)) == 2000
+    store.close()  # checkpoints written; done segments go when the store next looks
+    again = LogStore(tmp_path, segment_bytes=32 * 1024)
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.log")) < 32 * 1024
+    assert again.depth(A.id) == {}
+    again.close()
+
+
+async def test_expired_entries_in_the_log_are_purged_without_reading_them(tmp_path: Path):
+    clock = Clock()
+    store = LogStore(tmp_path, clock)
+    total = log_store.IN_MEMORY + 100
+    await asyncio.gather(*(put(store, str(i).encode(), copy(ttl=10)) for i in range(total)))
+    await put(store, b"fresh", copy(ttl=1000))
+    clock.now += 20
+    assert store.purge_expired() == total
+    assert store.depth(A.id) == {0: 1}
+    assert drain(store) == [b"fresh"]
+    store.close()
+
+
+async def test_a_write_cut_short_by_a_crash_is_dropped_and_the_rest_kept(tmp_path: Path, caplog):
+    store = LogStore(tmp_path)
+    for i in range(3):
+        await put(store, f"m{i}".encode())
+    store.close()
+    (segment,) = tmp_path.glob("*.log")
+    with open(segment, "ab") as f:
+        f.write(b"\x40\x00\x00\x00garbage")  # half a record
+    again = LogStore(tmp_path)
+    assert drain(again) == [b"m0", b"m1", b"m2"]
+    assert "not a whole record" in caplog.text
+    await put(again, b"m3")
+    again.close()
+    third = LogStore(tmp_path)
+    assert drain(third) == [b"m3"]
+    third.close()
 
 
 async def test_a_store_failure_refuses_the_message(tmp_path: Path):
-    path = tmp_path / "store.sqlite"
-    store = SqliteStore(path)
+    store = LogStore(tmp_path)
     await put(store, b"ok")
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE queue")
+    os.close(store._active().fd)  # the file can no longer be written
     with pytest.raises(StoreError):
         await put(store, b"lost")
+    store._active().fd = os.open(store._active().path, os.O_RDWR | os.O_APPEND)
+    await put(store, b"again")
+    assert drain(store) == [b"ok", b"again"]
     store.close()
 
 
-async def test_the_local_cloud_keeps_upstream_messages_across_restarts_within_retention(tmp_path: Path):
-    from edgehub_emu.upstream import UpstreamCapture
-
-    path = tmp_path / "upstream.sqlite"
-    capture = UpstreamCapture(path, keep_count=5)
-    for i in range(1005):
-        await capture.send(Message(body=f"m{i}".encode(), properties={"i": str(i)}))
-    capture.close()
-    again = UpstreamCapture(path, keep_count=5)
-    assert again.last_sequence == 1005
-    kept = again.messages()
-    assert [r.message.body for r in kept][-5:] == [f"m{i}".encode() for i in range(1000, 1005)]
-    assert len(kept) <= 5 + 4  # pruned every 1000 records: a few more may wait for the next pruning
-    assert kept[-1].message.properties == {"i": "1004"}
-    await again.send(Message(body=b"after"))
-    assert again.messages(since=1005)[0].message.body == b"after"
-    again.close()
+async def test_queues_of_the_earlier_sqlite_format_are_moved_into_the_log(tmp_path: Path):
+    old = tmp_path / "store.sqlite"
+    with sqlite3.connect(old) as db:
+        db.executescript(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY, body BLOB, properties TEXT, "
+            "system_properties TEXT, enqueued REAL, refs INTEGER);"
+            "CREATE TABLE queue (seq INTEGER PRIMARY KEY, endpoint TEXT, priority INTEGER, "
+            "message_id INTEGER, expires REAL, route TEXT);"
+        )
+        far = 4_000_000_000.0
+        for i in range(3):
+            db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, 2)",
+                (i + 1, f"m{i}".encode(), json.dumps({"k": str(i)}), json.dumps({"cid": "c"}), 1.0),
+            )
+            db.execute("INSERT INTO queue VALUES (?, ?, 1, ?, ?, 'r')", (2 * i + 1, A.id, i + 1, far))
+            db.execute("INSERT INTO queue VALUES (?, 'iothub', 0, ?, ?, 'up')", (2 * i + 2, i + 1, far))
+    store = open_store("durable", tmp_path)
+    assert store.depth(A.id) == {1: 3} and store.depth("iothub") == {0: 3}
+    entry = store.take(A.id)
+    assert (entry.message.properties, entry.message.system_properties, entry.route) == (
+        {"k": "0"},
+        {"cid": "c"},
+        "r",
+    )
+    store.close()
+    assert not old.exists() and (tmp_path / "store.sqlite.migrated").exists()
