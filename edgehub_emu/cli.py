@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
 import shlex
 import signal
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -23,15 +23,15 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from .api import edge_environment
 from .client import ApiError, HubClient, HubNotRunning
 from .hub import EdgeHub, HubError
-from .identity import IdentityRegistry, connection_environment, ensure_certificates
+from .identity import IdentityRegistry, credentials, ensure_certificates
 from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
 from .routing import DEFAULT_PRIORITY, Message, RouteTable
 from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME
 from .runner import LocalModulesError, load_local_modules, parse_module_option
-from .settings import DEFAULT_MANIFEST, Settings
+from .settings import DEFAULT_MANIFEST, Settings, SettingsError
+from .store import read_queues
 
 app = typer.Typer(
     name="edgehub-emu",
@@ -46,7 +46,12 @@ app.add_typer(route_app, name="route")
 out = Console(markup=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
-ManifestOption = typer.Option(DEFAULT_MANIFEST, "--manifest", "-m", help="Deployment manifest (JSON).")
+ManifestOption = typer.Option(
+    None,
+    "--manifest",
+    "-m",
+    help=f"Deployment manifest (JSON) [env EDGEHUB_EMU_MANIFEST, else {DEFAULT_MANIFEST}].",
+)
 DeviceOption = typer.Option(None, "--device-id", help="Edge device id [env EDGEHUB_EMU_DEVICE_ID].")
 EnvFileOption = typer.Option(
     None, "--env-file", help="KEY=VALUE file for ${VAR} in the manifest (default: .env beside the manifest)."
@@ -96,8 +101,17 @@ def _load(manifest: Path, device_id: str, env_file: Path | None) -> tuple[Deploy
         raise typer.Exit(1) from None
 
 
+def _settings(**flags: Any) -> Settings:
+    """The ``EDGEHUB_EMU_*`` environment, then the flags that were given."""
+    try:
+        return Settings.from_env(**flags)
+    except SettingsError as exc:
+        err.print(f"error: {exc}", style="red")
+        raise typer.Exit(1) from None
+
+
 def _device(device_id: str | None) -> str:
-    return device_id or Settings().device_id
+    return _settings(device_id=device_id).device_id
 
 
 def _priority(value: int) -> str:
@@ -200,7 +214,7 @@ _OUTCOME = {
 @route_app.command("test")
 def route_test(
     from_: str = typer.Option(..., "--from", help="MODULE, MODULE/OUTPUT, or device:ID for a leaf device."),
-    manifest: Path = ManifestOption,
+    manifest: Path | None = ManifestOption,
     body: str | None = typer.Option(None, "--body", help="Message body, or @FILE."),
     prop: list[str] = typer.Option([], "--prop", help="Application property KEY=VALUE (repeatable)."),
     sys_prop: list[str] = typer.Option(
@@ -213,8 +227,9 @@ def route_test(
     env_file: Path | None = EnvFileOption,
 ) -> None:
     """Show which routes a message fires, which are false or undefined and why, and where it goes."""
-    device = _device(device_id)
-    _, table = _load(manifest, device, env_file)
+    settings = _settings(device_id=device_id, manifest=manifest)
+    device = settings.device_id
+    _, table = _load(settings.manifest, device, env_file)
     message = _message(from_, device, body, prop, sys_prop, as_json)
     explanation = table.explain(message)
     out.print(f"message source: {explanation.message_source}")
@@ -235,35 +250,6 @@ def route_test(
         )
 
 
-def _settings(
-    manifest: Path,
-    device_id: str | None,
-    data_dir: Path | None,
-    host: str | None,
-    hostname: str | None,
-    mqtts_port: int | None,
-    https_port: int | None,
-    mqtt_port: int | None,
-) -> Settings:
-    base = Settings()
-    changes: dict[str, object] = {"manifest": manifest}
-    for name, value in (
-        ("device_id", device_id),
-        ("data_dir", data_dir),
-        ("host", host),
-        ("hostname", hostname),
-        ("mqtts_port", mqtts_port),
-        ("mqtt_port", mqtt_port),
-    ):
-        if value is not None:
-            changes[name] = value
-    if https_port is not None:
-        changes["https_port"] = https_port
-    elif "EDGEHUB_EMU_HTTPS_PORT" not in os.environ:
-        changes["https_port_fallback"] = True
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
 DataDirOption = typer.Option(None, "--data-dir", help="Keys, certificates, twins, sessions [.edgehub-emu].")
 HostOption = typer.Option(None, "--host", help="Address to listen on [127.0.0.1].")
 HostnameOption = typer.Option(None, "--hostname", help="Gateway host name modules connect to [the host].")
@@ -271,7 +257,7 @@ HostnameOption = typer.Option(None, "--hostname", help="Gateway host name module
 
 @app.command()
 def run(
-    manifest: Path = ManifestOption,
+    manifest: Path | None = ManifestOption,
     device_id: str | None = DeviceOption,
     env_file: Path | None = EnvFileOption,
     data_dir: Path | None = DataDirOption,
@@ -298,7 +284,7 @@ def run(
         None, "--workload-port", help="Also serve the workload API on TCP."
     ),
     store: str | None = typer.Option(
-        None, "--store", help="sqlite (durable, in the data directory) or memory [sqlite]."
+        None, "--store", help="durable (the message log in the data directory) or memory [durable]."
     ),
     watch: bool = typer.Option(True, "--watch/--no-watch", help="Reload the manifest when the file changes."),
     delivery_window: int | None = typer.Option(
@@ -348,32 +334,37 @@ def run(
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    settings = _settings(manifest, device_id, data_dir, host, hostname, mqtts_port, https_port, mqtt_port)
-    if delivery_window is not None:
-        settings = dataclasses.replace(settings, delivery_window=delivery_window)
-    if store is not None:
-        if store not in ("sqlite", "memory"):
-            raise typer.BadParameter("sqlite or memory", param_hint="--store")
-        settings = dataclasses.replace(settings, store=store)
-    settings = dataclasses.replace(settings, watch_manifest=watch)
+    if store is not None and store not in ("durable", "memory", "sqlite"):
+        raise typer.BadParameter("durable or memory", param_hint="--store")
+    settings = _settings(
+        manifest=manifest,
+        device_id=device_id,
+        data_dir=data_dir,
+        host=host,
+        hostname=hostname,
+        mqtts_port=mqtts_port,
+        https_port=https_port,
+        mqtt_port=mqtt_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        api_token=api_token,
+        workload_socket=workload_socket,
+        workload_port=workload_port,
+        delivery_window=delivery_window,
+        store={"sqlite": "durable"}.get(store or "", store),
+        upstream=upstream,
+        upstream_ca=upstream_ca,
+        upstream_identities=tuple(upstream_identities) or None,
+        watch_manifest=watch,
+        https_port_fallback=https_port is None and "EDGEHUB_EMU_HTTPS_PORT" not in os.environ,
+    )
     if leaf_devices:
         settings = dataclasses.replace(settings, leaf_devices=(*settings.leaf_devices, *leaf_devices))
-    if dev:
+    if dev or settings.dev:
         settings = dataclasses.replace(
             settings, dev=True, mqtt_port=1883 if settings.mqtt_port is None else settings.mqtt_port
         )
-    for name, value in (
-        ("http_port", http_port),
-        ("metrics_port", metrics_port),
-        ("api_token", api_token),
-        ("workload_socket", workload_socket),
-        ("workload_port", workload_port),
-        ("upstream", upstream),
-        ("upstream_ca", upstream_ca),
-        ("upstream_identities", tuple(upstream_identities) or None),
-    ):
-        if value is not None:
-            settings = dataclasses.replace(settings, **{name: value})
+    manifest = settings.manifest
     deployment, table = _load(manifest, settings.device_id, env_file)
     try:
         modules = load_local_modules(local_modules, deployment.module_names) if local_modules else []
@@ -425,7 +416,8 @@ def _loop_factory():
 
 def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     s, e = hub.settings, hub.endpoints
-    assert e is not None and hub.deployment is not None
+    assert e is not None
+    snapshot = hub.snapshot()
     out.print(f"edgehub-emu: edge device '{s.device_id}', deployment {s.manifest}", style="bold")
     if e.mqtts_port is not None:
         out.print(
@@ -434,15 +426,14 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     if e.https_port is not None:
         out.print(f"  MQTT over WebSocket  wss://{e.hostname}:{e.https_port}/$iothub/websocket")
     if e.mqtt_port is not None:
-        anonymous = "   (anonymous local tools allowed: --dev)" if s.dev and hub.head.broker else ""
-        out.print(f"  plain MQTT           127.0.0.1:{e.mqtt_port}{anonymous}")
-    if hub.bridge is not None:
-        out.print(f"  upstream             {hub.bridge.config.describe()}")
-    if hub.head.broker is not None:
-        config = hub.head.broker.config
+        anonymous = "   (anonymous local tools allowed: --dev)" if s.dev and snapshot.broker else ""
+        out.print(f"  plain MQTT           {e.mqtt_host}:{e.mqtt_port}{anonymous}")
+    if snapshot.upstream["target"] != "local capture":
+        out.print(f"  upstream             {snapshot.upstream['target']}")
+    if snapshot.broker is not None:
         out.print(
-            f"  MQTT broker mode     {len(config.authorizations)} authorization statements, "
-            f"{len(config.bridges)} bridges (mqttBroker)"
+            f"  MQTT broker mode     {snapshot.broker['authorizations']} authorization statements, "
+            f"{snapshot.broker['bridges']} bridges (mqttBroker)"
         )
     if e.http_port is not None:
         out.print(f"  management API       http://{e.http_host}:{e.http_port}   (docs: /openapi.json)")
@@ -450,18 +441,16 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
         out.print(f"  metrics              http://{e.http_host}:{e.metrics_port}/metrics")
     out.print(
         f"  workload API         {e.workload_uri}"
-        + (f" and http://127.0.0.1:{hub.workload_tcp_port}/" if hub.workload_tcp_port else "")
+        + (f" and http://127.0.0.1:{e.workload_tcp_port}/" if e.workload_tcp_port else "")
     )
     out.print(f"  edge CA certificate  {e.ca_file}")
     out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
-    modules = hub.deployment.module_names
+    modules = hub.modules
     out.print(f"modules: {', '.join(modules) or '(none)'}")
     if modules:
         out.print(f"  credentials for a module: edgehub-emu creds {modules[0]}")
-    if hub.runner is not None:
-        out.print(
-            f"  started here as local processes: {', '.join(s.name for s in hub.runner.states.values())}"
-        )
+    if snapshot.modules:
+        out.print(f"  started here as local processes: {', '.join(m['name'] for m in snapshot.modules)}")
     _print_routes(table)
     out.print("ready; Ctrl-C stops the hub")
 
@@ -478,7 +467,7 @@ def creds(
     edge: bool = typer.Option(
         False, "--edge", help="The IOTEDGE_* variables of the edge environment (workload API) instead."
     ),
-    manifest: Path = ManifestOption,
+    manifest: Path | None = ManifestOption,
     device_id: str | None = DeviceOption,
     env_file: Path | None = EnvFileOption,
     data_dir: Path | None = DataDirOption,
@@ -488,7 +477,10 @@ def creds(
     """Print EdgeHubConnectionString and EdgeModuleCACertificateFile for a module (or a leaf device)."""
     if output_format not in ("env", "shell", "json", "string"):
         raise typer.BadParameter("env, shell, json or string", param_hint="--format")
-    settings = _settings(manifest, device_id, data_dir, host, hostname, None, None, None)
+    settings = _settings(
+        manifest=manifest, device_id=device_id, data_dir=data_dir, host=host, hostname=hostname
+    )
+    manifest = settings.manifest
     running = settings.data_dir / "endpoints.json"
     if hostname is None and running.is_file():
         with contextlib.suppress(ValueError, KeyError, OSError):
@@ -516,19 +508,22 @@ def creds(
         )
         raise typer.Exit(1)
     ca = ensure_certificates(settings.data_dir / "certs", settings.certificate_names()).ca_cert.resolve()
-    if edge:
-        if identity.module_id is None:
-            err.print(
-                "error: the edge environment is for modules; leaf devices use the connection string",
-                style="red",
-            )
-            raise typer.Exit(1)
-        workload_uri = f"unix://{settings.workload_socket_path}"
-        with contextlib.suppress(ValueError, KeyError, OSError):
-            workload_uri = json.loads(running.read_text())["workload_uri"] or workload_uri
-        values = edge_environment(identity, settings.iothub_hostname, settings.gateway_hostname, workload_uri)
-    else:
-        values = connection_environment(identity, settings.iothub_hostname, settings.gateway_hostname, ca)
+    if edge and identity.module_id is None:
+        err.print(
+            "error: the edge environment is for modules; leaf devices use the connection string", style="red"
+        )
+        raise typer.Exit(1)
+    workload_uri = f"unix://{settings.workload_socket_path}"
+    with contextlib.suppress(ValueError, KeyError, OSError):
+        workload_uri = json.loads(running.read_text())["workload_uri"] or workload_uri
+    values = credentials(
+        identity,
+        settings.iothub_hostname,
+        settings.gateway_hostname,
+        ca_file=ca,
+        workload_uri=workload_uri,
+        edge=edge,
+    )
     if output_format == "string":
         if edge:
             raise typer.BadParameter("--edge has no connection string", param_hint="--format")
@@ -543,13 +538,19 @@ def creds(
             out.print(f"{key}={value}")
 
 
-def _print_running_hub(data_dir: Path) -> None:
-    """Connections and route hits of the hub running on this data directory, if one is."""
+def _running_status(data_dir: Path) -> dict[str, Any] | None:
+    """``GET /status`` of the hub running on this data directory, if one is."""
     try:
-        hub_status = HubClient(data_dir, os.environ.get("EDGEHUB_EMU_API_TOKEN")).request("GET", "/status")
+        status: dict[str, Any] = HubClient(data_dir, os.environ.get("EDGEHUB_EMU_API_TOKEN")).request(
+            "GET", "/status"
+        )
+        return status
     except (HubNotRunning, ApiError):
-        out.print("no hub is running on this data directory", style="dim")
-        return
+        return None
+
+
+def _print_running_hub(hub_status: dict[str, Any]) -> None:
+    """Connections, route hits, the upstream and local modules of a running hub."""
     out.print("identities:")
     for identity in hub_status["identities"]:
         state = "connected" if identity["connected"] else "not connected"
@@ -557,7 +558,8 @@ def _print_running_hub(data_dir: Path) -> None:
         out.print(f"  {identity['id']:40} {identity['kind']:12} {state}{subscriptions}")
     out.print("routes:")
     for route in hub_status["routes"]:
-        out.print(f"  {route['name']:24} {route['hits']:>8} messages routed")
+        hits = route["hits"]
+        out.print(f"  {route['name']:24} {hits:>8} message{'' if hits == 1 else 's'} routed")
     upstream = hub_status.get("upstream")
     if upstream:
         out.print(f"upstream: {upstream['target']}")
@@ -585,45 +587,51 @@ def _print_running_hub(data_dir: Path) -> None:
 
 @app.command()
 def status(
-    manifest: Path = ManifestOption,
+    manifest: Path | None = ManifestOption,
     data_dir: Path | None = DataDirOption,
     device_id: str | None = DeviceOption,
     env_file: Path | None = EnvFileOption,
 ) -> None:
-    """Show what waits in the hub's queues, per endpoint and priority (also while the hub runs)."""
-    settings = _settings(manifest, device_id, data_dir, None, None, None, None, None)
-    path = settings.data_dir / "store.sqlite"
-    if not path.is_file():
-        err.print(
-            f"no store at {path}: no hub has run with --data-dir {settings.data_dir} "
-            "(or it uses --store memory)"
-        )
-        raise typer.Exit(1)
-    _, table = _load(manifest, settings.device_id, env_file)
+    """Show connections, routes and what waits in the queues (from the running hub, else from its files)."""
+    settings = _settings(manifest=manifest, device_id=device_id, data_dir=data_dir)
+    running = _running_status(settings.data_dir)
+    if running is not None:
+        _print_running_hub(running)
+        queues = [
+            (q["endpoint"], q["priority"], q["messages"], _epoch(q["nextExpiry"])) for q in running["queues"]
+        ]
+        where = "the running hub"
+    else:
+        out.print("no hub is running on this data directory", style="dim")
+        if (settings.data_dir / "store.sqlite").is_file():
+            out.print(
+                f"{settings.data_dir / 'store.sqlite'}: an earlier store format; the next start moves it"
+            )
+        queues = [
+            (q.endpoint_id, q.priority, q.messages, q.next_expiry)
+            for q in read_queues(settings.data_dir / "queue")
+        ]
+        where = str(settings.data_dir / "queue")
+    _, table = _load(settings.manifest, settings.device_id, env_file)
     routed = {r.endpoint.id: str(r.endpoint) for r in table.routes}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT endpoint, priority, count(*), min(expires) FROM queue GROUP BY endpoint, priority "
-            "ORDER BY endpoint, priority"
-        ).fetchall()
-    finally:
-        db.close()
-    _print_running_hub(settings.data_dir)
-    out.print(f"queues in {path}:")
-    if not rows:
+    out.print(f"queues ({where}):")
+    if not queues:
         out.print("  all queues are empty")
         return
     now = time.time()
-    for endpoint, priority, count, first_expiry in rows:
+    for endpoint, priority, count, next_expiry in queues:
         name = routed.get(endpoint)
         note = "" if name is not None else "   no route names it any more: kept until the time-to-live"
-        label = name or endpoint
-        expires = max(0, first_expiry - now)
-        out.print(
-            f"  {label}  priority {_priority(priority)}: {count} waiting, "
-            f"next expiry in {expires:.0f} s{note}"
+        expiry = (
+            "all expired" if next_expiry is None else f"next expiry in {max(0.0, next_expiry - now):.0f} s"
         )
+        out.print(f"  {name or endpoint}  priority {_priority(priority)}: {count} waiting, {expiry}{note}")
+
+
+def _epoch(iso: str | None) -> float | None:
+    if iso is None:
+        return None
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 # --- the cloud side: commands that talk to a running hub ---------------------------------------
@@ -633,7 +641,7 @@ TokenOption = typer.Option(None, "--api-token", envvar="EDGEHUB_EMU_API_TOKEN", 
 
 def _client(data_dir: Path | None, token: str | None) -> HubClient:
     try:
-        return HubClient(data_dir or Settings().data_dir, token)
+        return HubClient(_settings(data_dir=data_dir).data_dir, token)
     except HubNotRunning as exc:
         err.print(f"error: {exc}", style="red")
         raise typer.Exit(1) from None
@@ -686,7 +694,7 @@ def _device_module(module: str, data_dir: Path | None) -> tuple[str, str]:
     if "/" in module:
         device, _, module_id = module.partition("/")
         return device, module_id
-    return Settings().device_id, module
+    return _settings(data_dir=data_dir).device_id, module
 
 
 twin_app = typer.Typer(help="Show or change a module's twin.", no_args_is_help=True)

@@ -48,64 +48,43 @@ class Reservoir:
         return metric
 
 
-# Our reasons beside edgeHub's (no_route, ttl_expiry): what this hub drops that edgeHub would not see
-# or would not count.
-_HEAD_DROPS = {
-    "dropped_no_route": "no_route",
-    "dropped_spoofed": "spoofed_sender",
-    "dropped_bad_topic": "bad_topic",
-    "dropped_too_large": "too_large",
-}
-
-
 class HubCollector(Collector):
+    """Reads one snapshot of the hub per scrape."""
+
     def __init__(self, hub: EdgeHub) -> None:
         self.hub = hub
         self.instance = str(uuid.uuid4())
 
     def collect(self) -> Iterator[Metric]:
-        hub = self.hub
-        common = [hub.settings.iothub_hostname, hub.settings.device_id, self.instance]
+        if not self.hub.running:
+            return
+        snapshot = self.hub.snapshot()
+        common = [snapshot.iothub_hostname, snapshot.device_id, self.instance]
         queue = GaugeMetricFamily(
             "edgehub_queue_length",
             "Messages waiting per endpoint and priority",
             labels=[*COMMON, "endpoint", "priority"],
         )
+        for info in snapshot.queues:
+            queue.add_metric([*common, info.endpoint_id, str(info.priority)], info.messages)
         received = CounterMetricFamily(
             "edgehub_messages_received", "Messages received from clients", labels=COMMON
         )
+        received.add_metric(common, snapshot.received)
         sent = CounterMetricFamily(
             "edgehub_messages_sent", "Messages delivered per endpoint", labels=[*COMMON, "to"]
         )
+        for endpoint, count in snapshot.delivered.items():
+            sent.add_metric([*common, endpoint], count)
         dropped = CounterMetricFamily(
             "edgehub_messages_dropped", "Messages dropped, by reason", labels=[*COMMON, "reason"]
         )
+        for reason, count in snapshot.dropped.items():
+            dropped.add_metric([*common, reason], count)
         clients = GaugeMetricFamily("edgehub_connected_clients", "Connected clients", labels=COMMON)
-        store = hub.store
-        if store is not None and hasattr(hub, "head"):
-            for endpoint in store.endpoints():
-                for priority, count in store.depth(endpoint).items():
-                    queue.add_metric([*common, endpoint, str(priority)], count)
-            counters = hub.head.counters
-            received.add_metric(common, counters["messages_received"])
-            for endpoint, count in hub.deliveries.sent.items():
-                sent.add_metric([*common, endpoint], count)
-            for key, reason in _HEAD_DROPS.items():
-                dropped.add_metric([*common, reason], counters[key])
-            dropped.add_metric([*common, "ttl_expiry"], sum(store.expired.values()))
-            dropped.add_metric([*common, "rejected_by_subscription"], hub.deliveries.counters["rejected"])
-            dropped.add_metric([*common, "anonymous"], counters["dropped_anonymous"])
-            broker = hub.head.broker
-            if broker is not None:
-                dropped.add_metric([*common, "not_authorized"], broker.counters["denied_publish"])
-                dropped.add_metric(
-                    [*common, "offline_queue_full"], broker.topics.counters["dropped_offline_limit"]
-                )
-            clients.add_metric(common, len(hub.head.clients))
+        clients.add_metric(common, len(snapshot.connected))
         yield from (queue, received, sent, dropped, clients)
-        if store is None or not hasattr(hub, "head"):
-            return
-        counters = hub.head.counters
+        counters = snapshot.counters
         for name, key, documentation in (
             ("edgehub_gettwin", "get_twin", "Twin GET requests"),
             ("edgehub_reported_properties", "reported_properties", "Reported-property patches"),
@@ -113,15 +92,15 @@ class HubCollector(Collector):
             ("edgehub_client_connect_success", "connect_success", "Successful connections"),
         ):
             counter = CounterMetricFamily(name, documentation, labels=COMMON)
-            counter.add_metric(common, counters[key])
+            counter.add_metric(common, counters.get(key, 0))
             yield counter
         failed = CounterMetricFamily(
             "edgehub_client_connect_failed", "Refused connections", labels=[*COMMON, "reason"]
         )
-        failed.add_metric([*common, "not_authorized"], counters["connect_failed_auth"])
+        failed.add_metric([*common, "not_authorized"], counters.get("connect_failed_auth", 0))
         yield failed
-        yield hub.head.message_sizes.metric("edgehub_message_size_bytes", "Message sizes", COMMON, common)
-        yield hub.deliveries.latency.metric(
+        yield snapshot.message_sizes.metric("edgehub_message_size_bytes", "Message sizes", COMMON, common)
+        yield snapshot.send_durations.metric(
             "edgehub_message_send_duration_seconds",
             "From queued to acknowledged by the module",
             COMMON,

@@ -1,31 +1,26 @@
-"""Runtime settings of the hub: command-line flags, with ``EDGEHUB_EMU_*`` environment defaults."""
+"""Runtime settings of the hub. ``Settings()`` has fixed defaults (what a library user and the pytest
+fixture get, whatever the shell's environment); ``Settings.from_env()`` reads the ``EDGEHUB_EMU_*``
+variables on top of them (what the CLI and the container use, before applying command-line flags)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MANIFEST = Path("config/deployment.json")
 DEFAULT_DEVICE_ID = "edge-device"
 DEFAULT_IOTHUB_HOSTNAME = "edgehub-emu.azure-devices.net"
 DEFAULT_DATA_DIR = Path(".edgehub-emu")
+ENV_PREFIX = "EDGEHUB_EMU_"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"EDGEHUB_EMU_{name}", default)
-
-
-def _env_port(name: str, default: int | None) -> int | None:
-    value = os.environ.get(f"EDGEHUB_EMU_{name}")
-    if value is None:
-        return default
-    return None if value.lower() in ("", "off", "none") else int(value)
-
-
-def _env_list(name: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in os.environ.get(f"EDGEHUB_EMU_{name}", "").split(",") if v.strip())
+class SettingsError(ValueError):
+    """An ``EDGEHUB_EMU_*`` variable has a value that cannot be used; the message names it."""
 
 
 def is_loopback(host: str) -> bool:
@@ -47,50 +42,55 @@ class Settings:
     A port of 0 picks a free one; ``None`` turns a listener off.
     """
 
-    manifest: Path = field(default_factory=lambda: Path(_env("MANIFEST", str(DEFAULT_MANIFEST))))
-    device_id: str = field(default_factory=lambda: _env("DEVICE_ID", DEFAULT_DEVICE_ID))
-    iothub_hostname: str = field(default_factory=lambda: _env("IOTHUB_HOSTNAME", DEFAULT_IOTHUB_HOSTNAME))
-    data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", str(DEFAULT_DATA_DIR))))
-    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1"))
-    hostname: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_HOSTNAME") or None)
-    mqtts_port: int | None = field(default_factory=lambda: _env_port("MQTTS_PORT", 8883))
-    https_port: int | None = field(default_factory=lambda: _env_port("HTTPS_PORT", 443))
-    mqtt_port: int | None = field(default_factory=lambda: _env_port("MQTT_PORT", None))
-    http_port: int | None = field(default_factory=lambda: _env_port("HTTP_PORT", 53000))
-    metrics_port: int | None = field(default_factory=lambda: _env_port("METRICS_PORT", 9600))
-    workload_socket: Path | None = field(
-        default_factory=lambda: (
-            Path(os.environ["EDGEHUB_EMU_WORKLOAD_SOCKET"])
-            if os.environ.get("EDGEHUB_EMU_WORKLOAD_SOCKET")
-            else None
-        )
-    )  # None: DATA_DIR/workload.sock
-    workload_port: int | None = field(default_factory=lambda: _env_port("WORKLOAD_PORT", None))
-    api_token: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_API_TOKEN") or None)
-    leaf_devices: tuple[str, ...] = field(default_factory=lambda: _env_list("LEAF_DEVICES"))
-    extra_names: tuple[str, ...] = field(default_factory=lambda: _env_list("CERT_NAMES"))
-    store: str = field(default_factory=lambda: _env("STORE", "sqlite"))  # "sqlite" (durable) or "memory"
+    manifest: Path = DEFAULT_MANIFEST
+    device_id: str = DEFAULT_DEVICE_ID
+    iothub_hostname: str = DEFAULT_IOTHUB_HOSTNAME
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    hostname: str | None = None
+    mqtts_port: int | None = 8883
+    https_port: int | None = 443
+    mqtt_port: int | None = None
+    http_port: int | None = 53000
+    metrics_port: int | None = 9600
+    workload_socket: Path | None = None  # None: DATA_DIR/workload.sock
+    workload_port: int | None = None
+    api_token: str | None = None
+    leaf_devices: tuple[str, ...] = ()
+    extra_names: tuple[str, ...] = ()
+    store: str = "durable"  # "durable" (the message log in DATA_DIR/queue) or "memory"
     purge_interval: float = 30.0  # how often expired messages nobody reads are dropped (edgeHub: >= 30 s)
     watch_manifest: bool = False  # reload the manifest file when it changes
-    upstream_keep_count: int = field(default_factory=lambda: int(_env("UPSTREAM_KEEP_COUNT", "100000")))
-    upstream_keep_seconds: float = field(
-        default_factory=lambda: float(_env("UPSTREAM_KEEP_SECONDS", "604800"))
-    )
-    delivery_window: int = field(default_factory=lambda: int(_env("DELIVERY_WINDOW", "16")))
+    upstream_keep_count: int = 100_000
+    upstream_keep_seconds: float = 604_800.0
+    delivery_window: int = 16
+    delivery_retry_first: float = 1.0  # the first pause of edgeHub's endpoint retry back-off (1 s … 60 s)
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
-    upstream: str | None = field(default_factory=lambda: os.environ.get("EDGEHUB_EMU_UPSTREAM") or None)
+    upstream: str | None = None
     """None: ``$upstream`` goes to the local capture; else ``mqtt://…``, ``mqtts://…`` or ``iothub:…``."""
-    upstream_ca: Path | None = field(
-        default_factory=lambda: (
-            Path(os.environ["EDGEHUB_EMU_UPSTREAM_CA"]) if os.environ.get("EDGEHUB_EMU_UPSTREAM_CA") else None
-        )
-    )  # the CA that signed the upstream's certificate (a parent edge hub's); None: the system's
+    upstream_ca: Path | None = None  # the CA that signed the upstream's certificate; None: the system's
     upstream_identities: tuple[str, ...] = ()
     """Connection strings of single identities for ``iothub:`` (their own keys, as a real IoT hub needs)."""
-    dev: bool = field(default_factory=lambda: _env("DEV", "") not in ("", "0", "false"))
+    dev: bool = False
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The defaults, then every ``EDGEHUB_EMU_*`` variable that is set, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (variable, parse) in _ENVIRONMENT.items():
+            raw = env.get(ENV_PREFIX + variable)
+            if raw is None:
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{ENV_PREFIX}{variable}={raw!r}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(cls(), **values)
 
     @property
     def workload_socket_path(self) -> Path:
@@ -107,3 +107,68 @@ class Settings:
         if self.host not in ("0.0.0.0", "::", ""):
             names.append(self.host)
         return list(dict.fromkeys([*names, *self.extra_names]))
+
+
+def _port(raw: str) -> int | None:
+    if raw.lower() in ("", "off", "none"):
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError("a port number, 0 for a free one, or 'off'") from None
+    if not 0 <= port < 65536:
+        raise ValueError("a port number, 0 for a free one, or 'off'")
+    return port
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in raw.split(",") if v.strip())
+
+
+def _optional(raw: str) -> str | None:
+    return raw or None
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _flag(raw: str) -> bool:
+    return raw.lower() not in ("", "0", "false", "no", "off")
+
+
+def _store(raw: str) -> str:
+    kind = {"sqlite": "durable", "log": "durable"}.get(raw.lower(), raw.lower())
+    if kind not in ("durable", "memory"):
+        raise ValueError("durable or memory")
+    return kind
+
+
+_ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "manifest": ("MANIFEST", Path),
+    "device_id": ("DEVICE_ID", str),
+    "iothub_hostname": ("IOTHUB_HOSTNAME", str),
+    "data_dir": ("DATA_DIR", Path),
+    "host": ("HOST", str),
+    "hostname": ("HOSTNAME", _optional),
+    "mqtts_port": ("MQTTS_PORT", _port),
+    "https_port": ("HTTPS_PORT", _port),
+    "mqtt_port": ("MQTT_PORT", _port),
+    "http_port": ("HTTP_PORT", _port),
+    "metrics_port": ("METRICS_PORT", _port),
+    "workload_socket": ("WORKLOAD_SOCKET", _optional_path),
+    "workload_port": ("WORKLOAD_PORT", _port),
+    "api_token": ("API_TOKEN", _optional),
+    "leaf_devices": ("LEAF_DEVICES", _list),
+    "extra_names": ("CERT_NAMES", _list),
+    "store": ("STORE", _store),
+    "upstream_keep_count": ("UPSTREAM_KEEP_COUNT", int),
+    "upstream_keep_seconds": ("UPSTREAM_KEEP_SECONDS", float),
+    "delivery_window": ("DELIVERY_WINDOW", int),
+    "upstream": ("UPSTREAM", _optional),
+    "upstream_ca": ("UPSTREAM_CA", _optional_path),
+    "dev": ("DEV", _flag),
+}
+"""Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""
+
+ENVIRONMENT_VARIABLES = {name: ENV_PREFIX + variable for name, (variable, _) in _ENVIRONMENT.items()}

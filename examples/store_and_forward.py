@@ -39,7 +39,7 @@ MANIFEST["modulesContent"]["$edgeHub"]["properties.desired"]["routes"] = {
 
 
 def connect(hub: EdgeHub, module: str, received: queue.Queue | None = None) -> mqtt.Client:
-    identity = hub.identities.get(f"{DEVICE}/{module}")
+    identity = hub.identity(module)
     host = hub.settings.iothub_hostname
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=identity.id)
     token = make_token(
@@ -68,7 +68,7 @@ async def main() -> list[str]:
                 await asyncio.to_thread(info.wait_for_publish, 5)  # acknowledged = stored
         sensor.disconnect()
         sensor.loop_stop()
-        print("queued while the filter is offline:", hub.store.depth(f"{DEVICE}/filtermodule/input1"))
+        print("queued while the filter is offline:", hub.snapshot().depths()[f"{DEVICE}/filtermodule/input1"])
 
     await asyncio.sleep(2.5)  # the hub is down; the debug messages' time-to-live runs out
 
@@ -85,7 +85,7 @@ async def main() -> list[str]:
         filter_module.disconnect()
         filter_module.loop_stop()
         print("arrived after the restart, in this order:", arrived)
-        print("dropped because their time-to-live ran out:", hub.store.expired)
+        print("dropped because their time-to-live ran out:", hub.snapshot().dropped["ttl_expiry"])
     return arrived
 
 

@@ -2,6 +2,5 @@
 
 from .management import management_app
 from .websocket import WebSocketTransport, websocket_handler
-from .workload import edge_environment
 
-__all__ = ["WebSocketTransport", "edge_environment", "management_app", "websocket_handler"]
+__all__ = ["WebSocketTransport", "management_app", "websocket_handler"]

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..core import MethodError
 from ..metrics import render
-from ..protocol_head import MethodError
-from ..routing import DEFAULT_TIME_TO_LIVE_SECS, Message, ModuleEndpoint, RoutedEndpoint
+from ..routing import Message
+from ..snapshot import HubSnapshot
 from .openapi import OPENAPI
 
 if TYPE_CHECKING:
@@ -78,10 +79,8 @@ def _module_id(request: web.Request) -> str:
     hub = request.app[HUB]
     device, module = request.match_info["device"], request.match_info["module"]
     identity_id = f"{device}/{module}"
-    if hub.identities.get(identity_id) is None:
-        raise web.HTTPNotFound(
-            text=f"no module {identity_id!r}: the deployment has {', '.join(hub.deployment.module_names)}"
-        )
+    if hub.identity(identity_id) is None:
+        raise web.HTTPNotFound(text=f"no module {identity_id!r}: the deployment has {', '.join(hub.modules)}")
     return identity_id
 
 
@@ -116,10 +115,10 @@ def _iso(timestamp: float) -> str:
 
 
 def _twin(hub: EdgeHub, identity_id: str) -> dict[str, Any]:
-    twin = hub.twins.twin(identity_id)
-    document = twin.document()
-    document["desired"]["$metadata"] = {"$lastUpdated": _iso(twin.desired_updated)}
-    document["reported"]["$metadata"] = {"$lastUpdated": _iso(twin.reported_updated)}
+    document = hub.twin(identity_id, metadata=True)
+    for side in ("desired", "reported"):
+        updated = document[side]["$metadata"]["$lastUpdated"]
+        document[side]["$metadata"]["$lastUpdated"] = _iso(updated)
     device, _, module = identity_id.partition("/")
     return {"deviceId": device, "moduleId": module, "properties": document}
 
@@ -179,27 +178,21 @@ def _properties(request: web.Request) -> tuple[dict[str, str | None], dict[str, 
 async def inject_input(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     module, input_name = request.match_info["module"], request.match_info["input"]
-    if module not in hub.deployment.module_names:
-        raise web.HTTPNotFound(
-            text=f"no module {module!r}: the deployment has {', '.join(hub.deployment.module_names)}"
-        )
+    if module not in hub.modules:
+        raise web.HTTPNotFound(text=f"no module {module!r}: the deployment has {', '.join(hub.modules)}")
     app, system = _properties(request)
-    system.setdefault("connectionDeviceId", hub.settings.device_id)
     message = Message(body=await request.read(), properties=app, system_properties=system)
-    endpoint = ModuleEndpoint(hub.settings.device_id, module, input_name)
-    ttl = hub.route_table.global_ttl_secs if hub.route_table else DEFAULT_TIME_TO_LIVE_SECS
-    done = hub.store.add(message, [RoutedEndpoint(endpoint, 0, ttl, "api")])
-    if done is not None:
-        await done
-    hub.deliveries.ensure(endpoint)
-    return web.json_response({"queued": endpoint.id, "timeToLiveSecs": ttl}, status=202)
+    queued = await hub.send_to_input(module, input_name, message)
+    return web.json_response(
+        {"queued": queued.endpoint_id, "timeToLiveSecs": queued.time_to_live_secs}, status=202
+    )
 
 
 async def send_c2d(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     app, system = _properties(request)
     try:
-        hub.head.send_c2d(request.match_info["device"], await request.read(), app, system)
+        hub.send_c2d(request.match_info["device"], await request.read(), app, system)
     except MethodError as exc:
         return error(exc.status, "DeviceNotOnline", str(exc))
     return web.json_response({"sent": True}, status=202)
@@ -265,71 +258,58 @@ async def upstream_stream(request: web.Request) -> web.StreamResponse:
 
 async def _end_streams(app: web.Application) -> None:
     """On shutdown, end open event streams instead of waiting for their next keep-alive."""
-    for task in list(app[STREAMS]):
+    streams: set[asyncio.Task[Any]] = app[STREAMS]
+    for task in list(streams):
         task.cancel()
 
 
-def _upstream_status(hub: Any) -> dict[str, Any]:
-    """Where ``$upstream`` goes, and the state of its connections."""
-    if hub.bridge is None:
-        return {"target": "local capture", "connections": {}}
-    return hub.bridge.status()
-
-
-def _broker_status(hub: Any) -> dict[str, Any] | None:
-    """The broker mode (``mqttBroker``): user-topic subscriptions, retained messages, decisions."""
-    broker = hub.head.broker
-    if broker is None:
-        return None
+def status_json(snapshot: HubSnapshot) -> dict[str, Any]:
+    """``GET /status``: who is connected, what waits, the routes, the upstream, the broker mode."""
     return {
-        "authorizations": len(broker.config.authorizations),
-        "bridges": len(broker.config.bridges),
-        "retained": sorted(broker.topics.retained),
-        "counters": {**broker.counters, **broker.topics.counters},
+        "deviceId": snapshot.device_id,
+        "identities": [
+            {
+                "id": i.id,
+                "kind": i.kind,
+                "connected": i.connected,
+                "transport": i.transport,
+                "subscriptions": list(i.subscriptions),
+                "features": list(i.features),
+            }
+            for i in snapshot.identities
+        ],
+        "queues": [
+            {
+                "endpoint": q.endpoint_id,
+                "priority": q.priority,
+                "messages": q.messages,
+                "nextExpiry": _iso(q.next_expiry) if q.next_expiry is not None else None,
+            }
+            for q in snapshot.queues
+        ],
+        "routes": [
+            {
+                "name": r.name,
+                "route": r.text,
+                "priority": r.priority,
+                "timeToLiveSecs": r.time_to_live_secs,
+                "hits": r.hits,
+            }
+            for r in snapshot.routes
+        ],
+        "messages": {
+            "received": snapshot.received,
+            "delivered": snapshot.delivered,
+            "dropped": snapshot.dropped,
+        },
+        "modules": snapshot.modules,
+        "upstream": snapshot.upstream,
+        "broker": snapshot.broker,
     }
 
 
 async def status(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    identities = []
-    for identity in hub.identities:
-        state = hub.head.clients.get(identity.id)
-        identities.append(
-            {
-                "id": identity.id,
-                "kind": "module"
-                if identity.module_id
-                else ("leaf device" if identity.leaf else "edge device"),
-                "connected": state is not None,
-                "subscriptions": sorted(state.session.subscriptions) if state else [],
-            }
-        )
-    queues = [
-        {"endpoint": endpoint, "priority": priority, "messages": count}
-        for endpoint in hub.store.endpoints()
-        for priority, count in hub.store.depth(endpoint).items()
-    ]
-    routes = [
-        {
-            "name": r.name,
-            "route": r.text,
-            "priority": r.priority,
-            "timeToLiveSecs": r.time_to_live_secs or hub.route_table.global_ttl_secs,
-            "hits": hub.route_table.hits.get(r.name, 0),
-        }
-        for r in hub.route_table.routes
-    ]
-    return web.json_response(
-        {
-            "deviceId": hub.settings.device_id,
-            "identities": identities,
-            "queues": queues,
-            "routes": routes,
-            "modules": hub.runner.status() if hub.runner is not None else [],
-            "upstream": _upstream_status(hub),
-            "broker": _broker_status(hub),
-        }
-    )
+    return web.json_response(status_json(request.app[HUB].snapshot()))
 
 
 async def health(request: web.Request) -> web.Response:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..identity import SasError, validate
-from ..protocol_head import MethodError
+from ..core import AuthenticationError, MethodError
 
 if TYPE_CHECKING:
     from ..hub import EdgeHub
@@ -34,36 +33,29 @@ async def invoke(request: web.Request) -> web.Response:
     caller_device, sep, caller_module = caller_id.partition("/")
     if not sep or not caller_device or not caller_module:
         return _message(400, "the x-ms-edge-moduleId header must be {deviceId}/{moduleId}")
-    if caller_device != hub.settings.device_id:
-        return _message(401, f"caller {caller_id!r} is not on edge device {hub.settings.device_id!r}")
-    caller = hub.identities.get(caller_id)
-    if caller is None:
-        return _message(401, f"unknown caller {caller_id!r}")
-    device = hub.identities.get(caller.device_id)
+    if caller_device != hub.device_id:
+        return _message(401, f"caller {caller_id!r} is not on edge device {hub.device_id!r}")
     try:
-        validate(
-            request.headers.get("Authorization", ""),
-            device_id=caller.device_id,
-            module_id=caller.module_id,
-            identity_keys=caller.keys,
-            device_keys=device.keys if device else (),
-            hostnames=[hub.settings.iothub_hostname, hub.settings.gateway_hostname],
-        )
-    except SasError as exc:
+        hub.authenticate(caller_id, request.headers.get("Authorization", ""))
+    except AuthenticationError as exc:
         return _message(401, f"unauthorized: {exc}")
     try:
         body: Any = json.loads(await request.read())
         name = body["methodName"]
         response_timeout = float(body.get("responseTimeoutInSeconds", 30))
         connect_timeout = float(body.get("connectTimeoutInSeconds", 0))
-    except (ValueError, KeyError, TypeError):
-        return _message(400, 'the body must be JSON with a "methodName"')
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return _message(400, 'the body must be a JSON object with a "methodName"')
     target_device = request.match_info["device"]
     target_module = request.match_info.get("module")
     target = f"{target_device}/{target_module}" if target_module else target_device
     try:
-        result = await hub.head.invoke_method(
-            target, name, body.get("payload"), response_timeout, connect_timeout
+        result = await hub.invoke_method(
+            target,
+            name,
+            body.get("payload"),
+            response_timeout=response_timeout,
+            connect_timeout=connect_timeout,
         )
     except MethodError as exc:
         return _message(exc.status, str(exc))

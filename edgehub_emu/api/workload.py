@@ -23,36 +23,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..identity import Identity
+from ..identity import generation_id
 
 if TYPE_CHECKING:
     from ..hub import EdgeHub
 
 HUB: web.AppKey[EdgeHub] = web.AppKey("workload-hub")
-API_VERSION = "2019-01-30"
-
-
-def generation_id(primary_key: str) -> str:
-    """A module's generation id: stable while its keys are (like edgeAgent's, it changes when the
-    module identity is made again)."""
-    return hashlib.sha256(primary_key.encode()).hexdigest()[:20]
-
-
-def edge_environment(
-    identity: Identity, iothub_hostname: str, gateway_hostname: str, workload_uri: str
-) -> dict[str, str]:
-    """The ``IOTEDGE_*`` variables edgeAgent gives a module, with which the SDKs reach this API."""
-    assert identity.module_id is not None, "the edge environment is for modules"
-    return {
-        "IOTEDGE_IOTHUBHOSTNAME": iothub_hostname,
-        "IOTEDGE_GATEWAYHOSTNAME": gateway_hostname,
-        "IOTEDGE_DEVICEID": identity.device_id,
-        "IOTEDGE_MODULEID": identity.module_id,
-        "IOTEDGE_MODULEGENERATIONID": generation_id(identity.primary_key),
-        "IOTEDGE_WORKLOADURI": workload_uri,
-        "IOTEDGE_APIVERSION": API_VERSION,
-        "IOTEDGE_AUTHSCHEME": "sasToken",
-    }
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -77,9 +53,9 @@ async def sign(request: web.Request) -> web.Response:
         return problem
     hub = request.app[HUB]
     module, genid = request.match_info["module"], request.match_info["genid"]
-    identity = hub.identities.get(f"{hub.settings.device_id}/{module}")
+    identity = hub.identity(f"{hub.device_id}/{module}")
     if identity is None:
-        return _error(404, f"module {module!r} is not deployed on edge device {hub.settings.device_id!r}")
+        return _error(404, f"module {module!r} is not deployed on edge device {hub.device_id!r}")
     if genid != generation_id(identity.primary_key):
         return _error(
             400, f"generation id {genid!r} is not module {module!r}'s (see edgehub-emu creds {module} --edge)"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..iothub import UNKNOWN, classify_subscription
 from ..mqtt import codec
@@ -19,7 +20,7 @@ from ..mqtt.session import Session
 from ..mqtt.topic_trie import valid_filter
 from .config import BrokerConfig
 from .policy import CONNECT, PUBLISH, SUBSCRIBE, AuthorizationPolicy, Client, Decision
-from .user_topics import UserTopics
+from .user_topics import Stored, UserTopics
 
 log = logging.getLogger("edgehub_emu.broker")
 
@@ -39,6 +40,15 @@ class BrokerMode:
         self.policy = AuthorizationPolicy(
             config.authorizations, self.policy.this_device_id, self.policy.hub_hostname
         )
+
+    def status(self) -> dict[str, Any]:
+        """User-topic state for ``status``: the policy's size, retained topics, decisions counted."""
+        return {
+            "authorizations": len(self.config.authorizations),
+            "bridges": len(self.config.bridges),
+            "retained": sorted(self.topics.retained),
+            "counters": {**self.counters, **self.topics.counters},
+        }
 
     def authorize_connect(self, client: Client) -> Decision:
         decision = self.policy.decide(client, CONNECT)
@@ -71,15 +81,15 @@ class BrokerMode:
         for topic_filter in filters:
             self.topics.unsubscribe(client_id, topic_filter)
 
-    def publish(self, client: Client, packet: Publish) -> Awaitable[None] | None:
-        """Publish on a user topic if the policy allows it (else it is dropped and counted). Returns the
-        work the PUBACK waits for (a bridge queue's commit), if any."""
+    def publish(self, client: Client, packet: Publish, stored: Stored) -> bool:
+        """Publish on a user topic if the policy allows it (else it is dropped and counted). True when
+        done; False when the PUBACK waits for ``stored`` (a bridge queue's commit)."""
         decision = self.policy.decide(client, PUBLISH, packet.topic)
         if not decision.allowed:
             self.counters["denied_publish"] += 1
             log.warning("dropped %s's message on %r: %s", client.client_id, packet.topic, decision.reason)
-            return None
-        return self.topics.publish(packet.topic, packet.payload, packet.qos, packet.retain)
+            return True
+        return self.topics.publish(packet.topic, packet.payload, packet.qos, packet.retain, stored=stored)
 
     def connected(self, session: Session, present: bool) -> None:
         """A new session starts without user subscriptions; a resumed one keeps them (after a hub

@@ -11,20 +11,24 @@ Authorization is not decided here: the protocol head checks the policy before ca
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from ..mqtt.session import NotConnected, Session
 from ..mqtt.topic_trie import TopicTrie, filter_matches
 
 log = logging.getLogger("edgehub_emu.broker")
 
-Listener = Callable[[str, bytes, int, bool], Awaitable[None] | None]
-"""Told of every publish that did not come in over a bridge; may return work the publisher's
-acknowledgement waits for (the bridge queue's commit)."""
+Listener = Callable[[str, bytes, int, bool], None]
+"""Told of every publish that did not come in over a bridge (``topic, payload, qos, retain``)."""
+
+Stored = Callable[[BaseException | None], None]
+Forward = Callable[[str, bytes, int, bool, Stored], bool]
+"""Takes a publish out over a bridge; like a broker's publish: True when done, else ``stored`` says
+when (the bridge queue's commit), and the publisher's acknowledgement waits for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +43,6 @@ def _dollar_safe(topic_filter: str, topic: str) -> bool:
     return not (topic.startswith("$") and topic_filter[:1] in ("+", "#"))
 
 
-async def _all(work: list[Awaitable[None]]) -> None:
-    await asyncio.gather(*work)
-
-
 class UserTopics:
     def __init__(self, sessions: Mapping[str, Session]) -> None:
         self.sessions = sessions
@@ -50,6 +50,7 @@ class UserTopics:
         self._filters: dict[str, dict[str, int]] = {}
         self.retained: dict[str, Retained] = {}
         self.listeners: list[Listener] = []
+        self.forward: Forward | None = None
         self.counters: Counter[str] = Counter()
 
     # --- subscriptions ----------------------------------------------------------------------------
@@ -86,10 +87,16 @@ class UserTopics:
     # --- publishing -------------------------------------------------------------------------------
 
     def publish(
-        self, topic: str, payload: bytes, qos: int, retain: bool = False, from_bridge: bool = False
-    ) -> Awaitable[None] | None:
-        """Deliver to every matching session now (or queue for persistent ones that are away). Returns
-        what the publisher's acknowledgement must wait for, if anything (listeners' work)."""
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        from_bridge: bool = False,
+        stored: Stored | None = None,
+    ) -> bool:
+        """Deliver to every matching session now (or queue for persistent ones that are away). True when
+        done; False when a bridge takes it out and ``stored`` will say when it is queued for that."""
         self.counters["received"] += 1
         if retain:
             if payload:
@@ -98,7 +105,7 @@ class UserTopics:
                 self.retained.pop(topic, None)
         best: dict[str, int] = {}
         for key, granted in self._trie.match(topic):
-            client_id, topic_filter = key  # type: ignore[misc]
+            client_id, topic_filter = cast(tuple[str, str], key)
             if _dollar_safe(topic_filter, topic) and granted >= best.get(client_id, -1):
                 best[client_id] = granted
         for client_id, granted in best.items():
@@ -113,23 +120,19 @@ class UserTopics:
                     self.counters["dropped_offline_limit"] += 1
                 self.counters["queued_offline"] += 1
         if from_bridge:
-            return None
-        work = []
+            return True
         for listener in self.listeners:
             try:
-                result = listener(topic, payload, qos, retain)
+                listener(topic, payload, qos, retain)
             except Exception:
                 log.exception("a listener of user topics failed on %s", topic)
-                continue
-            if result is not None:
-                work.append(result)
-        if not work:
-            return None
-        return work[0] if len(work) == 1 else _all(work)
+        if self.forward is None or stored is None:
+            return True
+        return self.forward(topic, payload, qos, retain, stored)
 
     def _send(self, session: Session, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
-            session.send_detached(topic, payload, qos, retain)
+            session.publish(topic, payload, qos, retain)
         except NotConnected:
             return
         self.counters["delivered"] += 1

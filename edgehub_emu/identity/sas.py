@@ -96,7 +96,8 @@ def _matches(signature: str, keys: Iterable[str], raw_resource: str, expiry: int
             expected = sign(key, raw_resource, expiry)
         except (binascii.Error, ValueError):
             continue
-        if hmac.compare_digest(expected, signature):
+        # As bytes: compare_digest refuses str with non-ASCII characters, which a client may send.
+        if hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
             return True
     return False
 

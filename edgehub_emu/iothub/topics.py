@@ -262,6 +262,48 @@ def method_request_topic(method_name: str, rid: str) -> str:
     return f"$iothub/methods/POST/{method_name}/?$rid={rid}"
 
 
+# --- the device side: what a client publishes and subscribes to --------------------------------
+
+METHODS_FILTER = "$iothub/methods/POST/#"
+DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
+TWIN_RESPONSE_FILTER = "$iothub/twin/res/#"
+METHOD_REQUEST_PREFIX = "$iothub/methods/POST/"
+DESIRED_PATCH_PREFIX = "$iothub/twin/PATCH/properties/desired/"
+TWIN_RESPONSE_PREFIX = "$iothub/twin/res/"
+
+
+def twin_get_topic(rid: str) -> str:
+    return f"$iothub/twin/GET/?$rid={rid}"
+
+
+def reported_patch_topic(rid: str) -> str:
+    return f"$iothub/twin/PATCH/properties/reported/?$rid={rid}"
+
+
+def method_response_topic(status: int, rid: str) -> str:
+    return f"$iothub/methods/res/{status}/?$rid={rid}"
+
+
+def parse_method_request(topic: str) -> tuple[str, str] | None:
+    """(method name, request id) of a ``$iothub/methods/POST/{name}/?$rid={rid}`` topic."""
+    if not topic.startswith(METHOD_REQUEST_PREFIX):
+        return None
+    name, _, query = topic[len(METHOD_REQUEST_PREFIX) :].partition("/?")
+    return name, query.removeprefix("$rid=")
+
+
+def parse_twin_response(topic: str) -> tuple[int, str] | None:
+    """(status, request id) of a ``$iothub/twin/res/{status}/?$rid={rid}`` topic."""
+    if not topic.startswith(TWIN_RESPONSE_PREFIX):
+        return None
+    status, _, query = topic[len(TWIN_RESPONSE_PREFIX) :].partition("/?")
+    rid = _query(query).get("$rid", "")
+    try:
+        return int(status), rid
+    except ValueError:
+        return None
+
+
 # --- twin and method addresses ----------------------------------------------------------------
 
 TWIN_PREFIX = "$iothub/twin/"

@@ -89,11 +89,15 @@ def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``old`` into ``new``."""
+    """The merge patch that turns ``old`` into ``new`` (removed keys as null); ``$`` keys such as
+    ``$version`` and ``$metadata`` are not properties and are left out."""
     patch: dict[str, Any] = {}
     for key in old.keys() - new.keys():
-        patch[key] = None
+        if not key.startswith("$"):
+            patch[key] = None
     for key, value in new.items():
+        if key.startswith("$"):
+            continue
         if key not in old:
             patch[key] = copy.deepcopy(value)
         elif isinstance(value, dict) and isinstance(old[key], dict):
@@ -103,6 +107,18 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         elif value != old[key]:
             patch[key] = copy.deepcopy(value)
     return patch
+
+
+def combine(first: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """Two patches as one, as if ``then`` were applied after ``first``: later values win, objects merge,
+    and a null stays (it deletes when the combined patch is applied)."""
+    out = dict(first)
+    for key, value in then.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = combine(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _strip(properties: dict[str, Any]) -> dict[str, Any]:

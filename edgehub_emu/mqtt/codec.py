@@ -12,6 +12,7 @@ This module knows nothing of sockets, sessions or IoT Hub.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_PACKET_SIZE = 262_144
@@ -307,6 +308,16 @@ def _decode_unsubscribe(r: _Reader) -> Unsubscribe:
     return Unsubscribe(pid, topics)
 
 
+_ACKNOWLEDGEMENTS: dict[int, Callable[[int], Packet]] = {
+    PUBACK: Puback,
+    PUBREC: Pubrec,
+    PUBREL: Pubrel,
+    PUBCOMP: Pubcomp,
+    UNSUBACK: Unsuback,
+}
+_EMPTY: dict[int, Callable[[], Packet]] = {PINGREQ: Pingreq, PINGRESP: Pingresp, DISCONNECT: Disconnect}
+
+
 def _decode_body(kind: int, flags: int, body: bytes) -> Packet:
     if kind == PUBLISH:
         return _decode_publish(flags, _Reader(body))
@@ -325,9 +336,7 @@ def _decode_body(kind: int, flags: int, body: bytes) -> Packet:
         packet = Connack(r.byte(), bool(ack_flags & 1))
     elif kind in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK):
         pid = _packet_id(r)
-        packet = {PUBACK: Puback, PUBREC: Pubrec, PUBREL: Pubrel, PUBCOMP: Pubcomp, UNSUBACK: Unsuback}[kind](
-            pid
-        )
+        packet = _ACKNOWLEDGEMENTS[kind](pid)
     elif kind == SUBSCRIBE:
         return _decode_subscribe(r)
     elif kind == SUBACK:
@@ -336,7 +345,7 @@ def _decode_body(kind: int, flags: int, body: bytes) -> Packet:
     elif kind == UNSUBSCRIBE:
         return _decode_unsubscribe(r)
     else:
-        packet = {PINGREQ: Pingreq, PINGRESP: Pingresp, DISCONNECT: Disconnect}[kind]()
+        packet = _EMPTY[kind]()
     if r.remaining():
         raise ProtocolError(f"packet type {kind} has trailing bytes")
     return packet

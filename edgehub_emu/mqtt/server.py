@@ -23,11 +23,10 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..tasks import spawn
 from . import codec
 from .codec import (
     Connack,
@@ -79,12 +78,19 @@ class CloseConnection(Exception):
     """Raised by the broker to close the client's connection without acknowledging the packet."""
 
 
+Stored = Callable[[BaseException | None], None]
+"""Called when the broker's work for a publish is done (None) or failed (the error)."""
+
+
 class Broker(Protocol):
     def authenticate(self, connect: Connect, peer: PeerInfo) -> AuthResult: ...
 
     def connected(self, session: Session, present: bool) -> None: ...
 
-    def publish(self, session: Session, packet: Publish) -> Awaitable[Any] | None: ...
+    def publish(self, session: Session, packet: Publish, stored: Stored) -> bool:
+        """Handle a client's PUBLISH. True: done, acknowledge it now. False: ``stored`` is called when the
+        work it waits for (a store's commit) is done; the acknowledgement goes out then, in order."""
+        ...
 
     def subscribe(self, session: Session, requests: list[tuple[str, int]]) -> list[int]: ...
 
@@ -138,15 +144,15 @@ class MqttConnection(asyncio.Protocol):
     def __init__(self, server: MqttServer, transport_kind: str) -> None:
         self.server = server
         self.transport_kind = transport_kind
-        self.transport: asyncio.BaseTransport | Any = None
+        self.transport: Any = None  # an asyncio transport, or the WebSocket adapter
         self.decoder = Decoder(server.max_packet_size)
         self.session: Session | None = None
         self.connect_packet: Connect | None = None
         self.graceful = False
         self.closing = False
         self.peer: PeerInfo | None = None
-        self._pending: deque[tuple[bytes, Awaitable[Any] | None]] = deque()
-        self._ack_task: asyncio.Task[None] | None = None
+        self._pending: deque[tuple[bytes, bool]] = deque()  # (acknowledgement, waits for the broker)
+        self._done = 0  # broker work finished for that many waiting acknowledgements, in order
         self._paused = False
         self._last_activity = time.monotonic()
         self._keep_alive = MAX_KEEP_ALIVE_TIMEOUT
@@ -375,47 +381,54 @@ class MqttConnection(asyncio.Protocol):
             if packet.packet_id in session.awaiting_release:  # sent again before our PUBREC arrived
                 again = codec.encode(Pubrec(packet.packet_id))
                 if self._pending:  # in order: after the first copy's PUBREC, once it is stored
-                    self._pending.append((again, None))
+                    self._pending.append((again, False))
                 else:
                     self._write(again)
                 return
             session.awaiting_release.add(packet.packet_id)
-        result = self.server.broker.publish(session, packet)
+        if packet.qos == 0:
+            self.server.broker.publish(session, packet, _log_failure)
+            return
+        done = self.server.broker.publish(session, packet, self._stored)
         if packet.qos == 2 and not self.server.qos2:
             raise CloseConnection("QoS 2 PUBLISH processed; QoS 2 is not supported")
-        if packet.qos == 0:
-            if result is not None:
-                spawn(result, f"storing a QoS 0 message from {session.client_id}")
-            return
         assert packet.packet_id is not None
         ack = codec.encode(Puback(packet.packet_id) if packet.qos == 1 else Pubrec(packet.packet_id))
-        if result is None and not self._pending:
+        if done and not self._pending:
             self._write(ack)
             return
-        self._pending.append((ack, result))
+        self._pending.append((ack, not done))
         if len(self._pending) >= self.server.max_pending and not self._paused:
             self._paused = True
             self.transport.pause_reading()
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.ensure_future(self._acknowledge_in_order())
 
-    async def _acknowledge_in_order(self) -> None:
+    def _stored(self, error: BaseException | None) -> None:
+        """The broker's work for the oldest waiting publish is done: acknowledge what can go, in order."""
+        if self.closing:
+            return
+        if error is not None:
+            log.warning("could not store a message from %s: %s", self._who(), error)
+            self._pending.clear()
+            if self.session is not None:  # QoS 2 ones not acknowledged: process them when resent
+                self.session.awaiting_release.clear()
+            self.close("the message could not be stored")
+            return
+        self._done += 1
         pending = self._pending
         while pending:
-            ack, work = pending[0]
-            if work is not None:
-                try:
-                    await work
-                except Exception as exc:
-                    log.warning("could not store a message from %s: %s", self._who(), exc)
-                    pending.clear()
-                    if self.session is not None:  # QoS 2 ones not acknowledged: process them when resent
-                        self.session.awaiting_release.clear()
-                    self.close("the message could not be stored")
-                    return
+            ack, waits = pending[0]
+            if waits:
+                if not self._done:
+                    break
+                self._done -= 1
             pending.popleft()
             self._write(ack)
-            if self._paused and len(pending) < self.server.max_pending and not self.closing:
-                self._paused = False
-                self.transport.resume_reading()
-                self._process()
+        if self._paused and len(pending) < self.server.max_pending:
+            self._paused = False
+            self.transport.resume_reading()
+            self._process()
+
+
+def _log_failure(error: BaseException | None) -> None:
+    if error is not None:
+        log.warning("a QoS 0 message was not stored: %s", error)

@@ -10,11 +10,11 @@ in the session (``queue_offline``), as in any MQTT broker.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,15 +37,20 @@ class Connection(Protocol):
     def close(self, reason: str) -> None: ...
 
 
-@dataclass
+Settle = Callable[[Any, bool], None]
+"""``settle(token, delivered)``: the client acknowledged (True) or the session was discarded first."""
+
+
+@dataclass(slots=True)
 class InFlight:
     topic: str
     payload: bytes
-    future: asyncio.Future[None]
-    sent: bool = False
     qos: int = 1
-    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
     retain: bool = False
+    token: Any = None
+    settle: Settle | None = None
+    sent: bool = True
+    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Subscriptions(dict[str, Subscription]):
         super().__delitem__(topic_filter)
         self.trie.remove(topic_filter, topic_filter)
 
-    def pop(self, topic_filter: str, default: Any = None) -> Any:  # type: ignore[override]
+    def pop(self, topic_filter: str, default: Any = None) -> Any:
         if topic_filter in self:
             value = self[topic_filter]
             del self[topic_filter]
@@ -92,6 +97,7 @@ class Session:
         self.connection: Connection | None = None
         self.identity: Any = None
         self.username: Any = None
+        self.attachment: Any = None  # the broker's state for an authenticated client
         self.awaiting_release: set[int] = set()  # inbound QoS 2: PUBREC sent, waiting for PUBREL
         self.offline: deque[tuple[str, bytes, int]] = deque()
         self._next_id = 0
@@ -116,34 +122,38 @@ class Session:
         raise RuntimeError("no free packet identifier: 65535 messages in flight")
 
     def publish(
-        self, topic: str, payload: bytes, qos: int, retain: bool = False
-    ) -> asyncio.Future[None] | None:
-        """Send to the client now. QoS 0: None (sent). QoS 1 and 2: a future set by the client's PUBACK
-        (PUBCOMP for QoS 2). Raises ``NotConnected`` if no connection is attached."""
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        token: Any = None,
+        settle: Settle | None = None,
+    ) -> None:
+        """Send to the client now. A QoS 1 or 2 message stays in flight until the client acknowledges
+        it (PUBACK, or PUBCOMP for QoS 2): then ``settle(token, True)``; if the session is discarded
+        first, ``settle(token, False)``. Raises ``NotConnected`` if no connection is attached."""
         connection = self.connection
         if connection is None:
             raise NotConnected(self.client_id)
         if qos == 0:
             connection.send_publish(topic, payload, 0, None, False, retain)
-            return None
+            return
         packet_id = self._allocate()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.inflight[packet_id] = InFlight(topic, payload, future, sent=True, qos=qos, retain=retain)
+        self.inflight[packet_id] = InFlight(topic, payload, qos, retain, token, settle)
         connection.send_publish(topic, payload, qos, packet_id, False, retain)
-        return future
-
-    def send_detached(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
-        """Publish when nobody waits for the outcome (broker-mode user topics): a message dropped with a
-        discarded session is not an error to report. Raises ``NotConnected`` like ``publish``."""
-        future = self.publish(topic, payload, qos, retain)
-        if future is not None:
-            future.add_done_callback(_consume_outcome)
 
     def acknowledge(self, packet_id: int) -> None:
         """PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is delivered."""
         entry = self.inflight.pop(packet_id, None)
-        if entry is not None and not entry.future.done():
-            entry.future.set_result(None)
+        if entry is not None and entry.settle is not None:
+            entry.settle(entry.token, True)
+
+    def abandon(self, tokens: Collection[Any]) -> None:
+        """Forget messages in flight that their sender gave up on (an acknowledgement that comes later
+        is ignored)."""
+        for packet_id in [p for p, e in self.inflight.items() if e.token is not None and e.token in tokens]:
+            del self.inflight[packet_id]
 
     def received(self, packet_id: int) -> None:
         """PUBREC of an outbound QoS 2 message: answer PUBREL (again, if the client asks again)."""
@@ -181,22 +191,18 @@ class Session:
         """Send what waited while the client was away, in order."""
         while self.offline and self.connection is not None:
             topic, payload, qos = self.offline.popleft()
-            self.send_detached(topic, payload, qos)
+            self.publish(topic, payload, qos)
 
     def discard(self, reason: str) -> None:
-        """Clean session: forget subscriptions and fail what is in flight (its sender retries)."""
+        """Clean session: forget subscriptions and what is in flight (its senders deliver it again)."""
         self.subscriptions.clear()
         self.offline.clear()
         self.awaiting_release.clear()
-        for entry in self.inflight.values():
-            if not entry.future.done():
-                entry.future.set_exception(NotConnected(f"{self.client_id}: {reason}"))
+        inflight = list(self.inflight.values())
         self.inflight.clear()
-
-
-def _consume_outcome(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved, so asyncio does not log it as never retrieved
+        for entry in inflight:
+            if entry.settle is not None:
+                entry.settle(entry.token, False)
 
 
 class NotConnected(ConnectionError):

@@ -4,7 +4,15 @@ Pure code: no sockets, no event loop, no files. Everything the rest of the hub n
 """
 
 from .compiler import CompiledCondition, compile_condition, parse_condition
-from .endpoints import UPSTREAM_ID, BridgeEndpoint, Endpoint, ModuleEndpoint, UpstreamEndpoint
+from .endpoints import (
+    BRIDGE_ID,
+    UPSTREAM_ID,
+    BridgeEndpoint,
+    Endpoint,
+    ModuleEndpoint,
+    UpstreamEndpoint,
+    endpoint_from_id,
+)
 from .errors import ConditionCompileError, EndpointError, Problem, RouteError, RouteSyntaxError
 from .lint import RouteWarning, lint_route
 from .message import Message, json_body
@@ -13,6 +21,7 @@ from .router import DEFAULT_TIME_TO_LIVE_SECS, Explanation, RoutedEndpoint, Rout
 from .values import UNDEF
 
 __all__ = [
+    "BRIDGE_ID",
     "DEFAULT_PRIORITY",
     "DEFAULT_TIME_TO_LIVE_SECS",
     "UNDEF",
@@ -37,6 +46,7 @@ __all__ = [
     "UpstreamEndpoint",
     "compile_condition",
     "compile_route",
+    "endpoint_from_id",
     "json_body",
     "lint_route",
     "normalize_source",

@@ -80,13 +80,19 @@ def _pos(token: Token) -> tuple[int, int]:
     return token.line or 1, token.column or 1
 
 
-def _tokens(tree: Tree | Token) -> list[Token]:
+def _token(node: Tree[Token] | Token) -> Token:
+    """A child the grammar makes a token."""
+    assert isinstance(node, Token), node
+    return node
+
+
+def _tokens(tree: Tree[Token] | Token) -> list[Token]:
     if isinstance(tree, Token):
         return [tree]
     return [t for t in tree.scan_values(lambda v: isinstance(v, Token))]
 
 
-def build(tree: Tree | Token) -> Expr:
+def build(tree: Tree[Token] | Token) -> Expr:
     """Turn a ``condition.lark`` parse tree (its ``start`` rule or any expression) into an Expr."""
     if isinstance(tree, Token):  # pragma: no cover - every token sits inside a rule
         raise TypeError(f"unexpected bare token {tree!r}")
@@ -97,31 +103,31 @@ def build(tree: Tree | Token) -> Expr:
     if rule == "empty":
         return Empty(1, 1)
     if rule == "literal":
-        token = kids[0]
+        token = _token(kids[0])
         return Literal(*_pos(token), kind=token.type, text=str(token))
     if rule == "property":
-        return Property(*_pos(kids[0]), name=str(kids[0]))
+        return Property(*_pos(_token(kids[0])), name=str(kids[0]))
     if rule == "sys_property":
-        return SysProperty(*_pos(kids[0]), name=str(kids[0]), escaped=False)
+        return SysProperty(*_pos(_token(kids[0])), name=str(kids[0]), escaped=False)
     if rule == "sys_property_escaped":
-        return SysProperty(*_pos(kids[0]), name=str(kids[1]), escaped=True)
+        return SysProperty(*_pos(_token(kids[0])), name=str(kids[1]), escaped=True)
     if rule == "call":
         name, _lpar, arglist, _rpar = kids
         args: tuple[Expr, ...] = ()
         text = ""
-        if arglist is not None:
+        if isinstance(arglist, Tree):
             args = tuple(build(a) for a in arglist.children if isinstance(a, Tree))
             text = "".join(str(t) for t in _tokens(arglist))
-        return Call(*_pos(name), name=str(name), args=args, args_text=text)
+        return Call(*_pos(_token(name)), name=str(name), args=args, args_text=text)
     if rule == "nested":
-        return Nested(*_pos(kids[0]), expr=build(kids[1]))
+        return Nested(*_pos(_token(kids[0])), expr=build(kids[1]))
     if rule == "negate":
-        return Unary(*_pos(kids[0]), op="-", operand=build(kids[1]))
+        return Unary(*_pos(_token(kids[0])), op="-", operand=build(kids[1]))
     if rule == "not_":
-        return Unary(*_pos(kids[0]), op="not", operand=build(kids[1]))
+        return Unary(*_pos(_token(kids[0])), op="not", operand=build(kids[1]))
     if rule in _BINARY_RULES:
         left, op, right = kids
-        op_token = op if isinstance(op, Token) else op.children[0]
+        op_token = _token(op if isinstance(op, Token) else op.children[0])
         return Binary(*_pos(op_token), op=str(op_token).lower(), left=build(left), right=build(right))
     raise ValueError(f"unknown rule {rule!r}")  # pragma: no cover - grammar and builder go together
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 UPSTREAM_ID = "iothub"
+BRIDGE_ID = "bridge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +49,23 @@ class BridgeEndpoint:
     """Not a route's: the queue of user-topic messages ``mqttBroker.bridges`` carry out to the upstream
     broker (so a broker outage loses nothing)."""
 
-    id: str = "bridge"
+    id: str = BRIDGE_ID
 
     def __str__(self) -> str:
         return "mqttBroker.bridges"
 
 
-Endpoint = UpstreamEndpoint | ModuleEndpoint
+Endpoint = UpstreamEndpoint | ModuleEndpoint | BridgeEndpoint
+
+
+def endpoint_from_id(endpoint_id: str) -> Endpoint:
+    """The endpoint an id names: ``iothub``, ``bridge``, or ``{device}/{module}/{input}``."""
+    if endpoint_id == UPSTREAM_ID:
+        return UpstreamEndpoint()
+    if endpoint_id == BRIDGE_ID:
+        return BridgeEndpoint()
+    device, module, input_name = endpoint_id.rsplit("/", 2)
+    return ModuleEndpoint(device, module, input_name)
 
 
 def parse_brokered_address(address: str) -> tuple[str, str] | None:

@@ -17,13 +17,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# Internal system property names used by routing (edgeHub's SystemProperties).
+# Internal system property names (edgeHub's SystemProperties).
 CONNECTION_DEVICE_ID = "connectionDeviceId"
 CONNECTION_MODULE_ID = "connectionModuleId"
 OUTPUT_NAME = "outputName"
 MESSAGE_TYPE = "messageType"
 CONTENT_TYPE = "contentType"
 CONTENT_ENCODING = "contentEncoding"
+MESSAGE_ID = "messageId"
+CORRELATION_ID = "cid"
+EDGE_MESSAGE_ID = "edgeMessageId"
+EDGE_HUB_ORIGIN_INTERFACE = "edgeHubOriginInterface"
+MODEL_ID = "modelId"
+RP_SENDER_DEVICE_ID = "rpSenderDeviceId"
+RP_SENDER_MODULE_ID = "rpSenderModuleId"
+TO = "to"
 TWIN_CHANGE_NOTIFICATION = "twinChangeNotification"
 
 _JSON_ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}

@@ -104,6 +104,7 @@ def _module(name: str, spec: Any, module_names: list[str], problems: list[str]) 
         )
     if len(problems) > before:
         return None
+    assert isinstance(command, list)
     return LocalModule(
         name=name,
         command=tuple(command),

@@ -37,11 +37,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from ..core import MethodResult
 from ..hub import EdgeHub
 from ..manifest import Deployment, load_deployment, parse_deployment
 from ..mqtt.topic_trie import filter_matches
-from ..protocol_head import MethodResult
-from ..routing import DEFAULT_TIME_TO_LIVE_SECS, Message, ModuleEndpoint, RoutedEndpoint
+from ..routing import Message
 from ..settings import Settings
 from ..upstream import UpstreamRecord
 
@@ -212,19 +212,8 @@ class EdgeHubFixture:
             system.setdefault("contentType", "application/json")
             system.setdefault("contentEncoding", "utf-8")
         data = body.encode() if isinstance(body, str) else body
-        system.setdefault("connectionDeviceId", self.device_id)
-
-        async def send() -> None:
-            hub = self.hub
-            endpoint = ModuleEndpoint(self.device_id, module, input_name)
-            ttl = hub.route_table.global_ttl_secs if hub.route_table else DEFAULT_TIME_TO_LIVE_SECS
-            message = Message(body=data, properties=dict(properties or {}), system_properties=system)
-            done = hub.store.add(message, [RoutedEndpoint(endpoint, 0, ttl, "test")])
-            if done is not None:
-                await done
-            hub.deliveries.ensure(endpoint)
-
-        self._loop.run(send())
+        message = Message(body=data, properties=dict(properties or {}), system_properties=system)
+        self._loop.run(self.hub.send_to_input(module, input_name, message))
 
     def invoke_method(
         self, module: str, method: str, payload: Any = None, timeout: float = 30
@@ -237,23 +226,15 @@ class EdgeHubFixture:
     def patch_desired(self, module: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(lambda: self.hub.patch_desired(module, patch))
 
-    def _broker(self) -> Any:
-        broker = self.hub.head.broker
-        if broker is None:
-            raise RuntimeError(
-                "the broker mode is off: the deployment's $edgeHub has no mqttBroker (schema 1.2 or later)"
-            )
-        return broker
-
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
         """Broker mode: publish on a user topic to whoever subscribed, as another client would."""
         data = payload.encode() if isinstance(payload, str) else payload
-        self._call(lambda: self._broker().topics.publish(topic, data, qos, retain))
+        self._call(lambda: self.hub.publish(topic, data, qos, retain))
 
     def watch(self, topic_filter: str) -> TopicWatch:
         """Broker mode: collect what clients publish on user topics matching ``topic_filter`` from now on."""
         watch = TopicWatch(topic_filter)
-        self._call(lambda: self._broker().topics.listeners.append(watch.listener))
+        self._call(lambda: self.hub.watch(watch.listener))
         return watch
 
     def twin(self, module: str) -> dict[str, Any]:
@@ -261,21 +242,10 @@ class EdgeHubFixture:
 
     def messages_for(self, module: str, input_name: str) -> list[Message]:
         """Messages still queued for a module input (not yet delivered and acknowledged)."""
-        endpoint_id = f"{self.device_id}/{module}/{input_name}"
-
-        def queued() -> list[Message]:
-            store = self.hub.store
-            out: list[Message] = []
-            sent: set[int] = set()
-            while (entry := store.next_unsent(endpoint_id, sent)) is not None:
-                out.append(entry.message)
-                sent.add(entry.sequence)
-            return out
-
-        return self._call(queued)
+        return self._call(lambda: self.hub.queued(module, input_name))
 
     def connected(self, module: str) -> bool:
-        return self._call(lambda: self.hub.identity_id(module) in self.hub.head.clients)
+        return self._call(lambda: self.hub.is_connected(module))
 
     def _explain(self, headline: str) -> str:
         def state() -> str:
@@ -284,8 +254,9 @@ class EdgeHubFixture:
                 f"  from {r.origin}: {r.message.body[:80]!r} {r.message.properties}"
                 for r in hub.upstream.messages(0, 20)
             ]
-            queued = {e: hub.store.depth(e) for e in hub.store.endpoints()}
-            clients = sorted(hub.head.clients)
+            snapshot = hub.snapshot()
+            queued = snapshot.depths()
+            clients = sorted(snapshot.connected)
             return "\n".join(
                 [
                     headline,

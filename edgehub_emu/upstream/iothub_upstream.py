@@ -26,15 +26,29 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from ..identity import make_token
-from ..iothub import telemetry_topic
+from ..iothub import (
+    DESIRED_FILTER,
+    DESIRED_PATCH_PREFIX,
+    METHODS_FILTER,
+    TWIN_RESPONSE_FILTER,
+    method_response_topic,
+    parse_method_request,
+    parse_twin_response,
+    reported_patch_topic,
+    telemetry_topic,
+    twin_get_topic,
+)
+from ..iothub.twins import combine, diff
 from ..mqtt.codec import Publish
 from ..routing import Message
+from ..routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID
 from ..tasks import spawn
+from .base import Upstream, UpstreamHooks
+from .capture import UpstreamCapture
 from .config import IotHubUpstreamConfig
 from .mqtt_bridge import tls_context
 from .mqtt_client import ClientOptions, MqttClient
@@ -43,63 +57,28 @@ log = logging.getLogger("edgehub_emu.upstream")
 
 API_VERSION = "2021-04-12"
 TOKEN_LIFETIME = 3600
-SUBSCRIPTIONS = [
-    ("$iothub/methods/POST/#", 1),
-    ("$iothub/twin/PATCH/properties/desired/#", 1),
-    ("$iothub/twin/res/#", 1),
-]
-
-InvokeMethod = Callable[[str, str, Any, float], Awaitable[tuple[int, Any]]]
-PatchDesired = Callable[[str, dict[str, Any]], None]
+SUBSCRIPTIONS = [(METHODS_FILTER, 1), (DESIRED_FILTER, 1), (TWIN_RESPONSE_FILTER, 1)]
+SYNC = "sync"  # request ids of our own twin reads
 
 
-def twin_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The patch that turns ``old`` into ``new`` (removed keys as null); ``$`` keys are ignored."""
-    patch: dict[str, Any] = {}
-    for key, value in new.items():
-        if key.startswith("$"):
-            continue
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            nested = twin_diff(before, value)
-            if nested:
-                patch[key] = nested
-        elif key not in old or before != value:
-            patch[key] = value
-    for key in old:
-        if key not in new and not key.startswith("$"):
-            patch[key] = None
-    return patch
-
-
-def merge_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """Reported patches in order, as one: later values win, objects merge, null stays (deletes)."""
-    out = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_patch(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-class IotHubUpstream:
+class IotHubUpstream(Upstream):
     def __init__(
         self,
         config: IotHubUpstreamConfig,
         local_device_id: str,
+        capture: UpstreamCapture,
+        hooks: UpstreamHooks,
         *,
-        ca_file: Path | None,
-        invoke_method: InvokeMethod,
-        patch_desired: PatchDesired,
+        ca_file: Path | None = None,
         keys: dict[str, str] | None = None,
         token_lifetime: int = TOKEN_LIFETIME,
     ) -> None:
+        super().__init__(capture)
         self.config = config
         self.local_device_id = local_device_id
         self.tls = tls_context(ca_file)
-        self.invoke_method = invoke_method
-        self.patch_desired = patch_desired
+        self.invoke_method = hooks.invoke_method
+        self.patch_desired = hooks.patch_desired
         self.keys = keys or {}
         self.token_lifetime = token_lifetime
         self.connections: dict[str, MqttClient] = {}
@@ -165,9 +144,12 @@ class IotHubUpstream:
         await asyncio.gather(*(c.stop() for c in self.connections.values()), return_exceptions=True)
         self.connections.clear()
 
+    def describe(self) -> str:
+        return self.config.describe()
+
     def status(self) -> dict[str, Any]:
         return {
-            "target": self.config.describe(),
+            "target": self.describe(),
             "connections": {
                 self.upstream_id(i): {"connected": c.connected.is_set(), "error": c.last_error}
                 for i, c in self.connections.items()
@@ -176,19 +158,19 @@ class IotHubUpstream:
 
     # --- up -----------------------------------------------------------------------------------------
 
-    async def send(self, message: Message) -> None:
+    async def forward(self, message: Message) -> None:
         system = message.system_properties
-        device = system.get("connectionDeviceId") or self.local_device_id
-        module = system.get("connectionModuleId")
+        device = system.get(CONNECTION_DEVICE_ID) or self.local_device_id
+        module = system.get(CONNECTION_MODULE_ID)
         local_id = f"{device}/{module}" if module else device
         remote_device = self.upstream_id(device)
         topic = telemetry_topic(remote_device, module, message.properties, system)
         await self.connection(local_id).publish(topic, message.body, 1)
         self.counters["sent"] += 1
 
-    def report(self, local_id: str, patch: dict[str, Any]) -> None:
+    def reported(self, local_id: str, patch: dict[str, Any]) -> None:
         """A reported-property patch made here: send it up now, or when the connection returns."""
-        self._reported[local_id] = merge_patch(self._reported.get(local_id, {}), patch)
+        self._reported[local_id] = combine(self._reported.get(local_id, {}), patch)
         client = self.connection(local_id)
         if client is not None and client.connected.is_set():
             self._flush_reported(local_id)
@@ -196,7 +178,7 @@ class IotHubUpstream:
     def _connected(self, local_id: str) -> None:
         self._flush_reported(local_id)
         self._rid += 1
-        topic = f"$iothub/twin/GET/?$rid=sync{self._rid}"
+        topic = twin_get_topic(f"{SYNC}{self._rid}")
         spawn(self._publish_quietly(local_id, topic, b""), f"reading the upstream twin of {local_id}")
 
     async def _publish_quietly(self, local_id: str, topic: str, body: bytes) -> None:
@@ -215,7 +197,7 @@ class IotHubUpstream:
         self._desired_seen[local_id] = desired
         if seen is None or desired.get("$version", 0) == seen.get("$version", 0):
             return
-        patch = twin_diff(seen, desired)
+        patch = diff(seen, desired)
         if patch:
             log.info("applying desired properties of %s changed upstream while it was away", local_id)
             self.patch_desired(local_id, patch)
@@ -229,24 +211,23 @@ class IotHubUpstream:
 
     async def _send_reported(self, local_id: str, patch: dict[str, Any]) -> None:
         self._rid += 1
-        topic = f"$iothub/twin/PATCH/properties/reported/?$rid=up{self._rid}"
+        topic = reported_patch_topic(f"up{self._rid}")
         try:
             await self.connection(local_id).publish(topic, json.dumps(patch).encode(), 1)
             self.counters["reported"] += 1
         except ConnectionError as exc:
             log.info("reported properties of %s wait for the upstream: %s", local_id, exc)
-            self._reported[local_id] = merge_patch(patch, self._reported.get(local_id, {}))
+            self._reported[local_id] = combine(patch, self._reported.get(local_id, {}))
 
     # --- down ---------------------------------------------------------------------------------------
 
     def _from_upstream(self, local_id: str, packet: Publish) -> None:
         topic = packet.topic
-        if topic.startswith("$iothub/methods/POST/"):
-            rest = topic[len("$iothub/methods/POST/") :]
-            name, _, query = rest.partition("/?")
-            rid = query.removeprefix("$rid=")
+        request = parse_method_request(topic)
+        if request is not None:
+            name, rid = request
             spawn(self._call(local_id, name, rid, packet.payload), f"method {name} on {local_id}")
-        elif topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+        elif topic.startswith(DESIRED_PATCH_PREFIX):
             try:
                 patch = json.loads(packet.payload)
             except ValueError:
@@ -256,17 +237,19 @@ class IotHubUpstream:
                 version = patch.pop("$version", None)
                 seen = self._desired_seen.get(local_id)
                 if seen is not None:
-                    self._desired_seen[local_id] = {**merge_patch(seen, patch), "$version": version}
+                    self._desired_seen[local_id] = {**combine(seen, patch), "$version": version}
                 self.patch_desired(local_id, patch)
                 self.counters["desired"] += 1
-        elif topic.startswith("$iothub/twin/res/200/?$rid=sync"):
-            try:
-                twin = json.loads(packet.payload)
-            except ValueError:
-                return
-            if isinstance(twin, dict):
-                self._twin_read(local_id, twin)
-        elif not topic.startswith("$iothub/twin/res/"):
+        elif (response := parse_twin_response(topic)) is not None:
+            status, rid = response
+            if status == 200 and rid.startswith(SYNC):
+                try:
+                    twin = json.loads(packet.payload)
+                except ValueError:
+                    return
+                if isinstance(twin, dict):
+                    self._twin_read(local_id, twin)
+        else:
             log.info("ignored %r from upstream for %s", topic, local_id)
 
     async def _call(self, local_id: str, name: str, rid: str, body: bytes) -> None:
@@ -278,6 +261,6 @@ class IotHubUpstream:
         self.counters["methods"] += 1
         response = b"" if result is None else json.dumps(result).encode()
         try:
-            await self.connection(local_id).publish(f"$iothub/methods/res/{status}/?$rid={rid}", response, 1)
+            await self.connection(local_id).publish(method_response_topic(status, rid), response, 1)
         except ConnectionError as exc:
             log.warning("could not answer method %s for %s upstream: %s", name, local_id, exc)

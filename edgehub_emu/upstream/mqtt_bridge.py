@@ -17,7 +17,6 @@ import hashlib
 import logging
 import ssl
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,9 @@ from ..broker import Bridge
 from ..iothub import telemetry_topic
 from ..mqtt.codec import Publish
 from ..routing import Message
+from ..routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID
+from .base import Stored, Upstream, UpstreamHooks
+from .capture import UpstreamCapture
 from .config import MqttUpstreamConfig
 from .mqtt_client import ClientOptions, MqttClient
 
@@ -33,9 +35,6 @@ log = logging.getLogger("edgehub_emu.upstream")
 TOPIC_PROPERTY = "mqtt-topic"
 QOS_PROPERTY = "mqtt-qos"
 _ECHO_MEMORY = 10_000
-
-Enqueue = Callable[[Message], Awaitable[None] | None]
-PublishLocal = Callable[[str, bytes, int], None]
 
 
 def _echo_key(topic: str, payload: bytes) -> tuple[str, bytes]:
@@ -49,19 +48,21 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
-class MqttBridge:
+class MqttBridge(Upstream):
     def __init__(
         self,
         config: MqttUpstreamConfig,
         device_id: str,
+        capture: UpstreamCapture,
+        hooks: UpstreamHooks,
         *,
         ca_file: Path | None = None,
-        enqueue: Enqueue,
-        publish_local: PublishLocal,
     ) -> None:
+        super().__init__(capture)
         self.config = config
-        self.enqueue = enqueue
-        self.publish_local = publish_local
+        self.enqueue = hooks.enqueue_bridged
+        self.publish_local = hooks.publish_local
+        self.bridge_sink = self._send_bridged
         self.bridges: tuple[Bridge, ...] = ()
         self.counters: Counter[str] = Counter()
         self._echoes: OrderedDict[tuple[str, bytes], int] = OrderedDict()
@@ -80,7 +81,10 @@ class MqttBridge:
             name=f"upstream {config.describe()}",
         )
 
-    def start(self) -> None:
+    def describe(self) -> str:
+        return self.config.describe()
+
+    async def start(self) -> None:
         self.client.start()
 
     async def stop(self) -> None:
@@ -89,14 +93,14 @@ class MqttBridge:
     def status(self) -> dict[str, Any]:
         client = self.client
         return {
-            "target": self.config.describe(),
+            "target": self.describe(),
             "connections": {
                 client.options.client_id: {"connected": client.connected.is_set(), "error": client.last_error}
             },
             "counters": dict(self.counters),
         }
 
-    def configure(self, bridges: tuple[Bridge, ...]) -> None:
+    def configure_bridges(self, bridges: tuple[Bridge, ...]) -> None:
         """Apply the manifest's bridges; new remote subscriptions take effect at once (the connection
         is made again when they change)."""
         self.bridges = bridges
@@ -107,25 +111,25 @@ class MqttBridge:
 
     # --- out ----------------------------------------------------------------------------------------
 
-    async def send(self, message: Message) -> None:
+    async def forward(self, message: Message) -> None:
         """A ``$upstream`` message: on its sender's telemetry topic."""
         system = message.system_properties
-        device = system.get("connectionDeviceId") or "unknown"
-        topic = telemetry_topic(device, system.get("connectionModuleId"), message.properties, system)
+        device = system.get(CONNECTION_DEVICE_ID) or "unknown"
+        topic = telemetry_topic(device, system.get(CONNECTION_MODULE_ID), message.properties, system)
         await self.client.publish(topic, message.body, 1)
         self.counters["sent_upstream"] += 1
 
-    def local_publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None] | None:
+    def bridge_out(self, topic: str, payload: bytes, qos: int, retain: bool, stored: Stored) -> bool:
         """A user-topic publish on the local broker: queue it if a bridge carries it out."""
         for bridge in self.bridges:
             remote = bridge.to_remote(topic)
             if remote is not None:
                 message = Message(body=payload, properties={TOPIC_PROPERTY: remote, QOS_PROPERTY: str(qos)})
                 self.counters["queued_out"] += 1
-                return self.enqueue(message)
-        return None
+                return self.enqueue(message, stored)
+        return True
 
-    async def forward(self, message: Message) -> None:
+    async def _send_bridged(self, message: Message) -> None:
         """From the bridge queue to the remote broker."""
         topic = message.properties.get(TOPIC_PROPERTY) or ""
         qos = min(int(message.properties.get(QOS_PROPERTY) or 1), 1)

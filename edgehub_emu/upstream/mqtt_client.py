@@ -18,6 +18,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..mqtt import codec
 from ..mqtt.codec import (
@@ -89,7 +90,7 @@ class MqttClient:
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Future[Any] | None = None
         self._stopping = False
         self._first = 1.0
         self._last_sent = time.monotonic()

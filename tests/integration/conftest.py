@@ -117,7 +117,7 @@ class Hub:
         return self.hub.endpoints.mqtts_port
 
     def token(self, identity_id: str, expiry: int | None = None, key: str | None = None) -> str:
-        ident = self.hub.identities.get(identity_id)
+        ident = self.hub.identity(identity_id)
         assert ident is not None
         resource = f"{self.hub.settings.iothub_hostname}/devices/{ident.device_id}"
         if ident.module_id:
@@ -175,7 +175,13 @@ class Hub:
 async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     hubs: list[EdgeHub] = []
 
-    async def start(deployment=None, data_dir: Path | None = None, **settings: Any) -> Hub:
+    async def start(
+        deployment=None,
+        data_dir: Path | None = None,
+        make_store: Callable[[], Any] | None = None,
+        make_upstream: Callable[..., Any] | None = None,
+        **settings: Any,
+    ) -> Hub:
         values = {
             "data_dir": data_dir or tmp_path,
             "host": "127.0.0.1",
@@ -185,10 +191,11 @@ async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             "metrics_port": 0,
         }
         values.update(settings)
+        seams = {"store": make_store, "upstream": make_upstream}
         if "manifest" in settings and deployment is None:
-            hub = EdgeHub(Settings(**values))  # loads (and may watch) the manifest file itself
+            hub = EdgeHub(Settings(**values), **seams)  # loads (and may watch) the manifest file itself
         else:
-            hub = EdgeHub(Settings(**values), deployment=deployment or manifest())
+            hub = EdgeHub(Settings(**values), deployment=deployment or manifest(), **seams)
         await hub.start()
         hubs.append(hub)
         return Hub(hub)

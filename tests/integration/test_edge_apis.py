@@ -10,8 +10,7 @@ import time
 
 import aiohttp
 
-from edgehub_emu.api.workload import generation_id
-from edgehub_emu.identity import make_token
+from edgehub_emu.identity import generation_id, make_token
 
 from .conftest import DEVICE
 
@@ -20,7 +19,7 @@ HOST = "edgehub-emu.azure-devices.net"
 
 async def test_workload_api_signs_with_the_modules_key_and_refuses_the_rest(start_hub):
     hub = await start_hub()
-    module = hub.hub.identities.get(f"{DEVICE}/filtermodule")
+    module = hub.hub.identity("filtermodule")
     genid = generation_id(module.primary_key)
     connector = aiohttp.UnixConnector(path=str(hub.hub.settings.workload_socket_path))
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -44,7 +43,7 @@ async def test_workload_api_signs_with_the_modules_key_and_refuses_the_rest(star
 
 async def test_module_methods_endpoint_checks_caller_header_and_token(start_hub):
     hub = await start_hub()
-    caller = hub.hub.identities.get(f"{DEVICE}/SimulatedTemperatureSensor")
+    caller = hub.hub.identity("SimulatedTemperatureSensor")
     token = make_token(
         f"{HOST}/devices/{DEVICE}/modules/SimulatedTemperatureSensor",
         caller.primary_key,

@@ -162,7 +162,13 @@ async def test_status_health_and_metrics(start_hub):
     assert connected[f"{DEVICE}/filtermodule"]["connected"] is True
     assert connected[f"{DEVICE}/filtermodule"]["subscriptions"] == ["$iothub/methods/POST/#"]
     assert connected[f"{DEVICE}/$edgeAgent"]["connected"] is False
-    assert {"endpoint": f"{DEVICE}/filtermodule/input1", "priority": 0, "messages": 1} in status["queues"]
+    (queue,) = status["queues"]
+    assert (queue["endpoint"], queue["priority"], queue["messages"]) == (
+        f"{DEVICE}/filtermodule/input1",
+        0,
+        1,
+    )
+    assert queue["nextExpiry"].endswith("Z")
     assert {r["name"]: r["hits"] for r in status["routes"]} == {"sensorToFilter": 1, "filterToIoTHub": 0}
     assert "edgehub_queue_length{" in metrics and 'endpoint="edge-device/filtermodule/input1"' in metrics
     assert "edgehub_connected_clients{" in metrics

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from edgehub_emu.protocol_head import MethodError
+from edgehub_emu.core import MethodError
 
 from .conftest import DEVICE, manifest
 
@@ -81,10 +81,10 @@ async def test_unrouted_and_spoofed_messages_are_acknowledged_and_dropped(start_
     await spoofer.publish(f"{SENSOR_OUT}/%24.on=nowhere", b"no route")
     await asyncio.sleep(0.3)
     assert hub.hub.upstream.messages() == []
-    counters = hub.hub.head.counters
-    assert counters["dropped_spoofed"] == 1
-    assert counters["dropped_bad_topic"] == 2
-    assert counters["dropped_no_route"] == 1
+    dropped = hub.hub.snapshot().dropped
+    assert dropped["spoofed_sender"] == 1
+    assert dropped["bad_topic"] == 2
+    assert dropped["no_route"] == 1
     for c in (receiver, sender, spoofer):
         c.stop()
 
@@ -131,8 +131,8 @@ async def test_inputs_need_a_module_messages_subscription_and_a_matching_filter(
     # ... but one for in2 matches no filter of the module: edgeHub drops it.
     await sender.publish(f"{SENSOR_OUT}/%24.on=b", b"dropped")
     await receiver.nothing(0.5)
-    assert hub.hub.deliveries.counters["rejected"] == 1
-    assert hub.hub.store.head(f"{DEVICE}/filtermodule/in2") is None
+    assert hub.hub.snapshot().dropped["rejected_by_subscription"] == 1
+    assert hub.hub.queued("filtermodule", "in2") == []
     sender.stop()
     receiver.stop()
 

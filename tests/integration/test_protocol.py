@@ -11,6 +11,7 @@ import pytest
 
 from edgehub_emu.mqtt import codec
 from edgehub_emu.mqtt.codec import Connect, Decoder, Publish, encode
+from edgehub_emu.store import MemoryStore
 
 from .conftest import DEVICE
 
@@ -41,10 +42,10 @@ async def test_expired_and_foreign_tokens_are_refused(start_hub):
     hub = await start_hub()
     expired = hub.token(f"{DEVICE}/filtermodule", expiry=int(time.time()) - 400)
     await hub.client("filtermodule", password=expired, expect=5)
-    other_key = hub.hub.identities.get(f"{DEVICE}/SimulatedTemperatureSensor").primary_key
+    other_key = hub.hub.identity("SimulatedTemperatureSensor").primary_key
     await hub.client("filtermodule", password=hub.token(f"{DEVICE}/filtermodule", key=other_key), expect=5)
     # a module may sign with its device's key
-    device_key = hub.hub.identities.device().primary_key
+    device_key = hub.hub.identity(DEVICE).primary_key
     ok = await hub.client("filtermodule", password=hub.token(f"{DEVICE}/filtermodule", key=device_key))
     ok.stop()
 
@@ -54,7 +55,7 @@ async def test_expired_token_is_disconnected_on_recheck(start_hub):
     client = await hub.client(
         "filtermodule", password=hub.token(f"{DEVICE}/filtermodule", expiry=int(time.time()) + 5)
     )
-    assert hub.hub.head.check_tokens(now=time.time() + 3600) == [f"{DEVICE}/filtermodule"]
+    assert hub.hub.check_tokens(now=time.time() + 3600) == [f"{DEVICE}/filtermodule"]
     await client.disconnected()
 
 
@@ -80,7 +81,7 @@ async def test_persistent_session_survives_reconnect_and_restart(start_hub, tmp_
     )
     assert (await again.next()).payload == b"1"  # no re-subscribe needed
     for _ in range(100):  # until the hub has the PUBACK: else "1" would rightly come again after the restart
-        if not any(hub.hub.store.depth(f"{DEVICE}/filtermodule/input1").values()):  # type: ignore[union-attr]
+        if not hub.hub.queued("filtermodule", "input1"):
             break
         await asyncio.sleep(0.05)
     again.stop()
@@ -195,17 +196,31 @@ async def test_keep_alive_is_enforced_at_one_and_a_half_times(start_hub):
     assert 1.3 < elapsed < 3.5
 
 
+class GatedStore(MemoryStore):
+    """Queues whose commits complete only when the test opens the gate: a store that is slow to write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list = []
+        self.opened = False
+
+    def add(self, message, copies, stored) -> bool:
+        super().add(message, copies, stored)
+        if self.opened:
+            return True
+        self.waiting.append(stored)
+        return False
+
+    def open(self) -> None:
+        self.opened = True
+        for stored in self.waiting:
+            stored(None)
+        self.waiting.clear()
+
+
 async def test_back_pressure_stops_reading_after_16_unacknowledged_publishes(start_hub):
-    hub = await start_hub()
-    gate = asyncio.get_running_loop().create_future()
-    store = hub.hub.store
-    original = store.add
-
-    def slow_add(message, copies):
-        original(message, copies)
-        return gate  # "stored" only when the gate opens
-
-    store.add = slow_add  # type: ignore[method-assign]
+    gate = GatedStore()
+    hub = await start_hub(make_store=lambda: gate)
     topic = f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1"
     publishes = b"".join(encode(Publish(topic, b"m", 1, packet_id=i)) for i in range(1, 21))
 
@@ -215,7 +230,7 @@ async def test_back_pressure_stops_reading_after_16_unacknowledged_publishes(sta
         first = read_packets(sock, 5)
         assert first == [codec.Connack(0)]
         blocked = read_packets(sock, 1.0)  # no PUBACK and no PINGRESP: the hub stopped reading
-        hub.hub.mqtt.connections and asyncio.run_coroutine_threadsafe(_open(gate), loop).result(5)
+        loop.call_soon_threadsafe(gate.open)
         later: list = []
         while len(later) < 21:
             batch = read_packets(sock, 5)
@@ -224,9 +239,6 @@ async def test_back_pressure_stops_reading_after_16_unacknowledged_publishes(sta
             later.extend(batch)
         sock.close()
         return blocked, later
-
-    async def _open(f):
-        f.set_result(None)
 
     loop = asyncio.get_running_loop()
     blocked, later = await asyncio.to_thread(run)

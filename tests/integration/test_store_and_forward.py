@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import sqlite3
+import resource
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from edgehub_emu.cli import app
 from edgehub_emu.metrics import render
+from edgehub_emu.upstream import Upstream
 
 from .conftest import DEVICE, EXAMPLE, manifest
 
@@ -57,20 +61,31 @@ async def test_messages_older_than_their_ttl_never_arrive_and_are_counted(start_
     receiver.stop()
 
 
-async def test_upstream_outage_messages_wait_and_flow_in_order(start_hub):
-    hub = await start_hub()
-    refusals = 2
-    delivered: list[bytes] = []
+class FlakyUpstream(Upstream):
+    """An upstream that refuses its first messages, as one that is unreachable for a while."""
 
-    async def flaky_upstream(message) -> None:
-        nonlocal refusals
-        if refusals:
-            refusals -= 1
+    def __init__(self, capture, refusals: int) -> None:
+        super().__init__(capture)
+        self.refusals = refusals
+        self.delivered: list[bytes] = []
+
+    async def forward(self, message) -> None:
+        if self.refusals:
+            self.refusals -= 1
             raise ConnectionError("upstream unreachable")
-        delivered.append(message.body)
+        self.delivered.append(message.body)
 
-    hub.hub.deliveries.upstream = flaky_upstream
-    hub.hub.deliveries.backoff_first = 0.05
+
+async def test_upstream_outage_messages_wait_and_flow_in_order(start_hub):
+    upstreams: list[FlakyUpstream] = []
+
+    def flaky(capture, hooks) -> FlakyUpstream:
+        upstreams.append(FlakyUpstream(capture, refusals=2))
+        return upstreams[-1]
+
+    hub = await start_hub(make_upstream=flaky, delivery_retry_first=0.05)
+    (upstream,) = upstreams
+    delivered = upstream.delivered
     sender = await hub.client("filtermodule")
     for i in range(5):
         await sender.publish(
@@ -80,20 +95,36 @@ async def test_upstream_outage_messages_wait_and_flow_in_order(start_hub):
         while len(delivered) < 5:
             await asyncio.sleep(0.05)
     assert delivered == [f"up-{i}".encode() for i in range(5)]
-    assert refusals == 0
+    assert upstream.refusals == 0
     sender.stop()
+
+
+@contextlib.contextmanager
+def files_cannot_grow_beyond(size: int) -> Iterator[None]:
+    """A real write failure: this process may not write files past ``size`` bytes (EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 async def test_a_store_failure_disconnects_the_publisher_without_puback(start_hub, tmp_path: Path):
     hub = await start_hub()
     sender = await hub.client("SimulatedTemperatureSensor")
     await sender.publish(f"{OUT}temperatureOutput", b"stored")
-    with sqlite3.connect(tmp_path / "store.sqlite") as db:
-        db.execute("DROP TABLE queue")
-    info = sender.paho.publish(f"{OUT}temperatureOutput", b"refused", qos=1)
-    await sender.disconnected()
+    (segment,) = (tmp_path / "queue").glob("*.log")
+    with files_cannot_grow_beyond(segment.stat().st_size):
+        info = sender.paho.publish(f"{OUT}temperatureOutput", b"refused", qos=1)
+        await sender.disconnected()
     assert not info.is_published()
     other = await hub.client("filtermodule")  # the hub keeps serving everyone else
+    await other.subscribe(INPUTS)
+    assert (await other.next()).payload == b"stored"  # what was stored before is still delivered
+    await other.nothing(0.5)
     other.stop()
 
 
@@ -108,7 +139,7 @@ async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(sta
     routes["sensorToFilter"]["route"] = route("temperatureOutput", "input2")
     path.write_text(json.dumps(doc))
     async with asyncio.timeout(5):
-        while "input2" not in str([r.endpoint for r in hub.hub.route_table.routes]):
+        while "input2" not in str([r.endpoint for r in hub.hub.snapshot().routes]):
             await asyncio.sleep(0.1)
     await sender.publish(f"{OUT}temperatureOutput", b"new route")
     receiver = await hub.client("filtermodule")
@@ -116,10 +147,10 @@ async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(sta
     message = await receiver.next()
     assert message.payload == b"new route" and "/inputs/input2/" in message.topic
     await receiver.nothing(0.5)  # the old input's queue is no longer delivered ...
-    assert hub.hub.store.depth(f"{DEVICE}/filtermodule/input1") == {0: 1}  # ... but kept until its TTL
+    assert len(hub.hub.queued("filtermodule", "input1")) == 1  # ... but kept until its TTL
     path.write_text("{ not json")  # a broken manifest keeps the previous deployment
     await asyncio.sleep(1.5)
-    assert "input2" in str([r.endpoint for r in hub.hub.route_table.routes])
+    assert "input2" in str([r.endpoint for r in hub.hub.snapshot().routes])
     status = ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
     # the CLI calls the hub's API synchronously: run it off this event loop, which is the hub's
     result = await asyncio.to_thread(CliRunner().invoke, app, status)

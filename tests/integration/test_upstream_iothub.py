@@ -19,6 +19,7 @@ import pytest
 from edgehub_emu.hub import HubError
 from edgehub_emu.identity import parse_token, validate
 from edgehub_emu.iothub import DESIRED_PROPERTY_UPDATES, METHODS
+from edgehub_emu.upstream import IotHubUpstream, Upstream, make_upstream
 
 from .conftest import IOTHUB, Hub, manifest
 
@@ -36,15 +37,31 @@ async def eventually(check: Callable[[], Any], timeout: float = 10, what: str = 
     raise AssertionError(f"timed out waiting for {what or check}")
 
 
+def has_feature(hub: Hub, identity_id: str, feature: str) -> bool:
+    """Whether ``identity_id`` is connected to ``hub`` with ``feature`` (methods, desired updates, ...)."""
+    return any(i.id == identity_id and feature in i.features for i in hub.hub.snapshot().identities)
+
+
+def made_here(created: list[Upstream], spec: str, device_id: str, ca_file: Path, **options: Any):
+    """An upstream factory for the child hub that keeps what it makes, so that a test can look inside."""
+
+    def factory(capture, hooks) -> Upstream:
+        upstream = make_upstream(spec, device_id, capture, hooks, ca_file=ca_file, **options)
+        created.append(upstream)
+        return upstream
+
+    return factory
+
+
 def upstream_string(parent: Hub, port: int | None = None) -> str:
-    key = parent.hub.identities.get("child").primary_key  # type: ignore[union-attr]
+    key = parent.hub.identity("child").primary_key  # type: ignore[union-attr]
     return (
         f"iothub:HostName={IOTHUB};DeviceId=child;SharedAccessKey={key};"
         f"GatewayHostName=127.0.0.1;Port={port or parent.port}"
     )
 
 
-async def start_nested(start_hub: Callable[..., Any], tmp_path: Path) -> tuple[Hub, Hub]:
+async def start_nested(start_hub: Callable[..., Any], tmp_path: Path, **options: Any) -> tuple[Hub, Hub]:
     """A parent that knows the device "child", and the child hub with the parent as its upstream."""
     parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
     child = await start_hub(
@@ -53,6 +70,7 @@ async def start_nested(start_hub: Callable[..., Any], tmp_path: Path) -> tuple[H
         device_id="child",
         upstream=upstream_string(parent),
         upstream_ca=parent.hub.ca_file,
+        **options,
     )
     return parent, child
 
@@ -85,9 +103,9 @@ async def test_calls_and_twin_changes_flow_down_and_reports_flow_up(nested: tupl
         "$iothub/methods/POST/#", "$iothub/twin/PATCH/properties/desired/#", "$iothub/twin/res/#"
     )
     await eventually(
-        lambda: parent.hub.head.client("child/filtermodule", METHODS), what="the upstream connection"
+        lambda: has_feature(parent, "child/filtermodule", METHODS), what="the upstream connection"
     )
-    await eventually(lambda: parent.hub.head.client("child/filtermodule", DESIRED_PROPERTY_UPDATES))
+    await eventually(lambda: has_feature(parent, "child/filtermodule", DESIRED_PROPERTY_UPDATES))
 
     async def answer() -> None:
         request = await module.next()
@@ -121,16 +139,15 @@ async def test_a_method_for_an_absent_module_answers_404_through_the_child(neste
     await module.subscribe("$iothub/twin/res/#")  # connected, but not listening for methods
     # the upstream connection listens for methods at the parent, though the module does not here
     await eventually(
-        lambda: parent.hub.head.client("child/filtermodule", METHODS), what="the upstream connection"
+        lambda: has_feature(parent, "child/filtermodule", METHODS), what="the upstream connection"
     )
     result = await parent.hub.invoke_method("child/filtermodule", "reset", {})
     assert result.status == 404
 
 
 async def test_a_parent_outage_loses_nothing(start_hub: Callable[..., Any], tmp_path: Path) -> None:
-    parent, child = await start_nested(start_hub, tmp_path)
+    parent, child = await start_nested(start_hub, tmp_path, delivery_retry_first=0.2)
     port = parent.port
-    child.hub.deliveries.backoff_first = 0.2
     sensor = await child.client("child/SimulatedTemperatureSensor")
     await sensor.publish(SENSOR_EVENTS, b"0")
     await eventually(lambda: len(child.hub.upstream.messages()) == 1, what="the first message up")
@@ -155,16 +172,25 @@ async def test_a_bad_upstream_is_refused_with_a_clear_error(start_hub: Callable[
         await start_hub(manifest(UP), upstream="http://x")
 
 
-async def test_tokens_are_renewed_by_connecting_again(nested: tuple[Hub, Hub]) -> None:
-    parent, child = nested
-    upstream = child.hub.bridge
-    assert upstream is not None
+async def test_tokens_are_renewed_by_connecting_again(start_hub: Callable[..., Any], tmp_path: Path) -> None:
+    parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
+    created: list[Upstream] = []
+    child = await start_hub(
+        manifest(UP),
+        data_dir=tmp_path / "child",
+        device_id="child",
+        make_upstream=made_here(created, upstream_string(parent), "child", parent.hub.ca_file),
+    )
+    (upstream,) = created
+    assert isinstance(upstream, IotHubUpstream)
     upstream.token_lifetime = 3  # connections made from now on renew after 2.4 s
     module = await child.client("child/filtermodule")
     await module.subscribe("$iothub/methods/POST/#")
     connection = await eventually(lambda: upstream.connections.get("child/filtermodule"))
     await eventually(lambda: connection.connections >= 2, timeout=15, what="a second connection")
-    assert parent.hub.head.client("child/filtermodule", METHODS) is not None
+    await eventually(
+        lambda: has_feature(parent, "child/filtermodule", METHODS), what="the renewed connection"
+    )
 
 
 async def test_per_identity_connection_strings_sign_with_their_own_key(
@@ -172,16 +198,17 @@ async def test_per_identity_connection_strings_sign_with_their_own_key(
 ) -> None:
     parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
     own_key = "b3duLWtleS1vZi10aGUtZmlsdGVyLW1vZHVsZQ=="
-    child = await start_hub(
+    created: list[Upstream] = []
+    identities = (f"HostName={IOTHUB};DeviceId=child;ModuleId=filtermodule;SharedAccessKey={own_key}",)
+    await start_hub(
         manifest(UP),
         data_dir=tmp_path / "child",
-        upstream=upstream_string(parent),
-        upstream_ca=parent.hub.ca_file,
-        upstream_identities=(
-            f"HostName={IOTHUB};DeviceId=child;ModuleId=filtermodule;SharedAccessKey={own_key}",
+        make_upstream=made_here(
+            created, upstream_string(parent), "edge-device", parent.hub.ca_file, identities=identities
         ),
     )
-    upstream = child.hub.bridge
+    (upstream,) = created
+    assert isinstance(upstream, IotHubUpstream)
     assert upstream.upstream_id("edge-device/filtermodule") == "child/filtermodule"  # the device id is mapped
     assert upstream.keys == {"edge-device/filtermodule": own_key}
     client = upstream.connection("edge-device/filtermodule")
@@ -200,33 +227,43 @@ async def test_a_refusing_parent_is_reported_and_messages_wait(
         data_dir=tmp_path / "child",
         device_id="child",
         upstream=upstream_string(parent).replace(
-            parent.hub.identities.get("child").primary_key,  # type: ignore[union-attr]
+            parent.hub.identity("child").primary_key,  # type: ignore[union-attr]
             wrong_key,
         ),
         upstream_ca=parent.hub.ca_file,
     )
     sensor = await child.client("child/SimulatedTemperatureSensor")
     await sensor.publish(SENSOR_EVENTS, b"waiting")
-    status = child.hub.bridge.status  # type: ignore[union-attr]
     await eventually(
-        lambda: "CONNACK 5" in str(status()["connections"].get("child/SimulatedTemperatureSensor")),
+        lambda: (
+            "CONNACK 5"
+            in str(child.hub.snapshot().upstream["connections"].get("child/SimulatedTemperatureSensor"))
+        ),
         what="the refusal in the status",
     )
-    assert sum(child.hub.store.depth("iothub").values()) == 1  # type: ignore[union-attr]
+    assert sum(child.hub.snapshot().depths()["iothub"].values()) == 1
+
     assert parent.hub.upstream.messages() == []
 
 
 async def test_desired_changes_made_while_the_connection_was_down_arrive_after_it(
-    nested: tuple[Hub, Hub],
+    start_hub: Callable[..., Any], tmp_path: Path
 ) -> None:
-    parent, child = nested
+    parent = await start_hub(manifest(UP), data_dir=tmp_path / "parent", leaf_devices=("child",))
+    created: list[Upstream] = []
+    child = await start_hub(
+        manifest(UP),
+        data_dir=tmp_path / "child",
+        device_id="child",
+        make_upstream=made_here(created, upstream_string(parent), "child", parent.hub.ca_file),
+    )
+    (upstream,) = created
     module = await child.client("child/filtermodule")
     await module.subscribe("$iothub/twin/PATCH/properties/desired/#", "$iothub/twin/res/#")
-    upstream = child.hub.bridge
-    await eventually(lambda: upstream.counters["twin_reads"] == 1, what="the first twin read")  # type: ignore[union-attr]
+    await eventually(lambda: upstream.counters["twin_reads"] == 1, what="the first twin read")  # type: ignore[attr-defined]
     assert child.hub.twin("filtermodule")["desired"].get("tempLimit") is None  # the baseline changed nothing
-    connection = parent.hub.head.clients["child/filtermodule"].session.connection
-    connection.abort("network trouble")  # type: ignore[union-attr]
+    assert parent.hub.disconnect("child/filtermodule", "network trouble")
+
     parent.hub.patch_desired("child/filtermodule", {"tempLimit": 77})  # nobody listening at the parent now
     patch = await module.next(timeout=15)
     assert json.loads(patch.payload)["tempLimit"] == 77

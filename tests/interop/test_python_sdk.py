@@ -211,7 +211,7 @@ async def test_sdk_module_reconnects_after_the_hub_restarts_and_keeps_its_subscr
     restarted, _ = await sdk_hub("127.0.0.4")
     deadline = time.monotonic() + 60
     while not {f"{DEVICE}/filtermodule", f"{DEVICE}/SimulatedTemperatureSensor"} <= set(
-        restarted.head.clients
+        restarted.snapshot().connected
     ):
         assert time.monotonic() < deadline, "the SDK modules did not reconnect"
         await asyncio.sleep(0.2)

@@ -18,8 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from edgehub_emu.core import MethodError
 from edgehub_emu.identity import make_token
-from edgehub_emu.protocol_head import MethodError
 from edgehub_emu.testing import EdgeHubFixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ async def test_an_asyncio_test_awaits_upstream_with_a_manifest_given_as_a_dict(e
 
     assert message.body == b"hello"
     assert message.system_properties["connectionModuleId"] == "SimulatedTemperatureSensor"
-    assert (edgehub.hub.settings.data_dir / "store.sqlite").exists()
+    assert list((edgehub.hub.settings.data_dir / "queue").glob("*.log"))  # the durable store's log
 
 
 @pytest.mark.edgehub(sdk=True)

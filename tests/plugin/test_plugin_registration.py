@@ -23,7 +23,7 @@ def test_a_project_uses_the_fixture_with_its_own_manifest_from_the_ini_option(py
     pytester.makepyfile(
         test_module="""
         def test_routes_come_from_the_ini_manifest(edgehub):
-            assert [r.name for r in edgehub.hub.route_table.routes] == ["toCloud"]
+            assert [r.name for r in edgehub.hub.snapshot().routes] == ["toCloud"]
             assert edgehub.module_env("filtermodule")["EdgeHubConnectionString"].startswith("HostName=")
 
         def test_a_timeout_fails_with_an_explanation(edgehub):

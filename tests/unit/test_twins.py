@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgehub_emu.iothub.twins import TwinError, TwinStore, diff, merge, validate_reported_patch
+from edgehub_emu.iothub.twins import TwinError, TwinStore, combine, diff, merge, validate_reported_patch
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,15 @@ def test_twins_persist_and_manifest_changes_bump_the_desired_version(tmp_path: P
     assert document["reported"] == {"status": "ok", "$version": 2}
     assert again.seed_desired("d/m", {"limit": 1}) is None  # unchanged manifest: nothing to push
     assert again.seed_desired("d/m", {"limit": 2, "$version": 99}) == {"limit": 2, "$version": 3}
+
+
+def test_reported_patches_combine_while_the_upstream_is_away() -> None:
+    combined = combine({"a": 1, "nested": {"x": 1, "y": 2}}, {"nested": {"y": None, "z": 3}, "b": 2})
+    assert combined == {"a": 1, "nested": {"x": 1, "y": None, "z": 3}, "b": 2}
+
+
+def test_diff_gives_the_patch_from_one_desired_to_the_next() -> None:
+    old = {"a": 1, "gone": True, "nested": {"x": 1, "y": 2}, "$version": 3}
+    new = {"a": 1, "nested": {"x": 1, "y": 5}, "added": "z", "$version": 5}
+    assert diff(old, new) == {"nested": {"y": 5}, "added": "z", "gone": None}
+    assert diff(new, new) == {}

@@ -9,7 +9,6 @@ from edgehub_emu.upstream import (
     IotHubUpstreamConfig,
     MqttUpstreamConfig,
     UpstreamError,
-    merge_patch,
     parse_upstream,
 )
 
@@ -65,17 +64,3 @@ def test_telemetry_topic_round_trips_through_the_parents_parser() -> None:
     assert parsed.system_properties["outputName"] == "alerts"
     assert parsed.system_properties["messageId"] == "m1"
     assert "edgeMessageId" not in parsed.system_properties  # the parent makes its own
-
-
-def test_reported_patches_merge_while_the_upstream_is_away() -> None:
-    merged = merge_patch({"a": 1, "nested": {"x": 1, "y": 2}}, {"nested": {"y": None, "z": 3}, "b": 2})
-    assert merged == {"a": 1, "nested": {"x": 1, "y": None, "z": 3}, "b": 2}
-
-
-def test_twin_diff_gives_the_patch_from_one_desired_to_the_next() -> None:
-    from edgehub_emu.upstream import twin_diff
-
-    old = {"a": 1, "gone": True, "nested": {"x": 1, "y": 2}, "$version": 3}
-    new = {"a": 1, "nested": {"x": 1, "y": 5}, "added": "z", "$version": 5}
-    assert twin_diff(old, new) == {"nested": {"y": 5}, "added": "z", "gone": None}
-    assert twin_diff(new, new) == {}

@@ -1,0 +1,49 @@
+"""A connected identity's inbound side (edgeHub's device listener): what a protocol head calls when its
+client sends telemetry, asks for its twin, patches reported properties, answers a method call or
+changes its subscriptions. The head translates its wire events into these calls; nothing here knows
+the wire."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ..routing import Message
+from ..store import Stored
+from .connections import Connection
+
+if TYPE_CHECKING:
+    from .hub_core import HubCore
+
+log = logging.getLogger("edgehub_emu.hub")
+
+
+class DeviceListener:
+    __slots__ = ("_core", "connection", "identity")
+
+    def __init__(self, core: HubCore, connection: Connection) -> None:
+        self._core = core
+        self.connection = connection
+        self.identity = connection.identity
+
+    def telemetry(self, message: Message, stored: Stored) -> bool:
+        """A message the client sent (telemetry or an output): routed and queued. True: done now;
+        False: ``stored`` is called once it is committed."""
+        return self._core.ingest.telemetry(self.identity, message, stored)
+
+    def get_twin(self) -> bytes:
+        return self._core.twins.get(self.identity.id)
+
+    def patch_reported(self, payload: bytes) -> int:
+        return self._core.twins.patch_reported(self.identity, payload)
+
+    def method_response(self, request_id: str, status: int, payload: bytes) -> None:
+        self._core.methods.respond(request_id, status, payload)
+
+    def set_features(self, features: Iterable[str]) -> None:
+        self._core.connections.set_features(self.identity.id, self.connection.proxy, features)
+
+    def disconnected(self, graceful: bool) -> None:
+        if self._core.connections.disconnect(self.identity.id, self.connection.proxy):
+            log.info("%s disconnected%s", self.identity.id, "" if graceful else " (not graceful)")

@@ -1,0 +1,119 @@
+"""Endpoint processors: what takes queued messages to their endpoints. Module inputs are reached through
+the module's device proxy (``ModuleDelivery``, one per module, across its inputs); ``$upstream`` and
+the bridge queue through the sinks registered for them (``SinkDelivery``). ``Deliveries`` keeps one
+processor per endpoint the routes name, and is told when the store has new entries and when a module
+connects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from ..core import ConnectionManager
+from ..routing import Endpoint, ModuleEndpoint, endpoint_from_id
+from ..store import Store
+from .modules import ACK_TIMEOUT, ModuleDelivery
+from .sinks import Sink, SinkDelivery
+from .stats import DeliveryStats
+from .window import DeliveryWindow
+
+__all__ = [
+    "ACK_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "Deliveries",
+    "DeliveryStats",
+    "DeliveryWindow",
+    "ModuleDelivery",
+    "Sink",
+    "SinkDelivery",
+]
+
+log = logging.getLogger("edgehub_emu.delivery")
+
+DEFAULT_WINDOW = 16
+"""Module deliveries in flight per client. edgeHub keeps one; a module cannot tell the difference (its
+MQTT client acknowledges before the handler runs) and order and at-least-once hold either way, so we
+pipeline for speed. ``--delivery-window 1`` gives edgeHub's exact pacing."""
+
+
+class Deliveries:
+    def __init__(
+        self,
+        store: Store,
+        connections: ConnectionManager,
+        window: int = DEFAULT_WINDOW,
+        first_backoff: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.connections = connections
+        self.window = window
+        self.stats = DeliveryStats()
+        self.sinks: dict[str, Sink] = {}
+        self.first_backoff = first_backoff
+        self._modules: dict[str, ModuleDelivery] = {}  # by identity
+        self._by_endpoint: dict[str, ModuleDelivery | SinkDelivery] = {}
+        self._stopped = False
+        store.ready = self.wake
+        connections.observe(self.identity_changed)
+
+    def ensure(self, endpoint: Endpoint | str) -> None:
+        """Deliver to ``endpoint`` (named by a route, or a message was put into its queue)."""
+        if self._stopped:
+            return
+        endpoint_id = endpoint if isinstance(endpoint, str) else endpoint.id
+        processor = self._by_endpoint.get(endpoint_id)
+        if processor is None:
+            resolved = endpoint_from_id(endpoint_id) if isinstance(endpoint, str) else endpoint
+            processor = self._processor(resolved)
+            if processor is None:
+                return
+            self._by_endpoint[endpoint_id] = processor
+        processor.pump()
+
+    def _processor(self, endpoint: Endpoint) -> ModuleDelivery | SinkDelivery | None:
+        if isinstance(endpoint, ModuleEndpoint):
+            module = self._modules.get(endpoint.identity)
+            if module is None:
+                module = self._modules[endpoint.identity] = ModuleDelivery(
+                    endpoint.identity, self.store, self.connections, self.window, self.stats
+                )
+            module.add_input(endpoint)
+            return module
+        sink = self.sinks.get(endpoint.id)
+        if sink is None:
+            log.warning("messages for %s wait: nothing delivers to it", endpoint.id)
+            return None
+        return SinkDelivery(endpoint.id, sink, self.store, self.stats, self.first_backoff)
+
+    def wake(self, endpoint_id: str) -> None:
+        """The store committed new entries for ``endpoint_id``."""
+        processor = self._by_endpoint.get(endpoint_id)
+        if processor is not None:
+            processor.pump()
+
+    def identity_changed(self, identity_id: str) -> None:
+        """A client connected, disconnected or changed its subscriptions."""
+        module = self._modules.get(identity_id)
+        if module is not None:
+            module.pump()
+
+    def retain(self, endpoint_ids: Iterable[str]) -> None:
+        """Stop delivering to endpoints no route names any more (their messages stay queued)."""
+        keep = set(endpoint_ids)
+        for endpoint_id in [e for e in self._by_endpoint if e not in keep]:
+            processor = self._by_endpoint.pop(endpoint_id)
+            if isinstance(processor, ModuleDelivery):
+                processor.remove_input(endpoint_id)
+            else:
+                processor.stop()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        sinks = [p for p in self._by_endpoint.values() if isinstance(p, SinkDelivery)]
+        for sink in sinks:
+            sink.stop()
+        await asyncio.gather(*(sink.stopped() for sink in sinks))
+        for module in self._modules.values():
+            module.stop()
+        self._by_endpoint.clear()

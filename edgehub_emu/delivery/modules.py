@@ -1,0 +1,173 @@
+"""Delivery to a module's inputs, as edgeHub's module endpoints deliver: through the module's device
+proxy, while it is connected and subscribed for module messages; in order; an entry leaves its queue
+only when the module acknowledged it. Everything is driven by callbacks: the store says an input has
+new entries, the connection manager says the module (re)connected, the proxy says a delivery was
+acknowledged or its connection is gone; there is no task and no future per message.
+
+- One window per module, across its inputs (edgeHub keeps one message in flight per client; a larger
+  window pipelines, in order). Inputs take turns.
+- A subscription that turns module messages on but does not match the input's topic makes the message
+  undeliverable: it is dropped (``rejected``), as edgeHub drops it.
+- A connection that goes away with deliveries in flight gives them back, in order; they go out again
+  at once on the module's next connection (or later: at-least-once, duplicates possible).
+- No acknowledgement within 30 s: the deliveries in flight go out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from ..core import ConnectionManager, DeviceProxy, SendOutcome
+from ..iothub import MODULE_MESSAGES
+from ..routing import ModuleEndpoint
+from ..store import Entry, Store
+from .stats import DeliveryStats
+from .window import DeliveryWindow
+
+log = logging.getLogger("edgehub_emu.delivery")
+
+ACK_TIMEOUT = 30.0
+
+
+class ModuleDelivery:
+    def __init__(
+        self,
+        identity_id: str,
+        store: Store,
+        connections: ConnectionManager,
+        window: int,
+        stats: DeliveryStats,
+        clock: Callable[[], float] = time.monotonic,
+        ack_timeout: float = ACK_TIMEOUT,
+    ) -> None:
+        self.identity_id = identity_id
+        self.store = store
+        self.connections = connections
+        self.stats = stats
+        self.clock = clock
+        self.window: DeliveryWindow[Entry] = DeliveryWindow(window, ack_timeout)
+        self.inputs: dict[str, ModuleEndpoint] = {}
+        self._turn = 0
+        self._proxy: DeviceProxy | None = None
+        self._pumping = False
+        self._again = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
+
+    def add_input(self, endpoint: ModuleEndpoint) -> None:
+        self.inputs[endpoint.id] = endpoint
+
+    def remove_input(self, endpoint_id: str) -> None:
+        self.inputs.pop(endpoint_id, None)
+
+    def pump(self) -> None:
+        """Send what the window has room for (safe to call any time: a call made while sending, from a
+        callback, makes the running one look again)."""
+        if self._pumping:
+            self._again = True
+            return
+        self._pumping = True
+        try:
+            self._again = True
+            while self._again and not self._stopped:
+                self._again = False
+                self._send_some()
+        finally:
+            self._pumping = False
+
+    def _send_some(self) -> None:
+        connection = self.connections.get(self.identity_id, MODULE_MESSAGES)
+        if connection is None:
+            return
+        proxy = connection.proxy
+        if proxy is not self._proxy:
+            # A new connection: what went out on the old one and was not acknowledged goes out again.
+            self._give_back()
+            self._proxy = proxy
+        window, store, settle = self.window, self.store, self._settle
+        while window.free > 0:
+            entry = self._next()
+            if entry is None:
+                break
+            endpoint = self.inputs[entry.endpoint_id]
+            outcome = proxy.send_to_input(endpoint.input_name, entry.message, entry, settle)
+            if outcome is SendOutcome.SENT:
+                window.sent(entry, self.clock())
+            elif outcome is SendOutcome.DELIVERED:
+                self._delivered(entry)
+            elif outcome is SendOutcome.REJECTED:
+                store.ack(entry)
+                self.stats.rejected += 1
+                log.warning(
+                    "dropped a message for %s: no subscription matches input %s (edgeHub drops it too)",
+                    self.identity_id,
+                    endpoint.input_name,
+                )
+            else:
+                store.release([entry])
+                break
+        if len(window) and self._timer is None:
+            self._arm()
+
+    def _next(self) -> Entry | None:
+        """The next entry, the inputs taking turns."""
+        ids = list(self.inputs)
+        for i in range(len(ids)):
+            endpoint_id = ids[(self._turn + i) % len(ids)]
+            entry = self.store.take(endpoint_id)
+            if entry is not None:
+                self._turn = (self._turn + i + 1) % len(ids)
+                return entry
+        return None
+
+    def _settle(self, entry: Entry, delivered: bool) -> None:
+        if not self.window.acked(entry):
+            return  # already given back (a timeout, a new connection): a late answer changes nothing
+        if delivered:
+            self._delivered(entry)
+        else:
+            # The connection is gone: give back this one and everything else in flight, in order.
+            self.store.release([entry, *self.window.clear()])
+            self._proxy = None
+        self.pump()
+
+    def _delivered(self, entry: Entry) -> None:
+        self.store.ack(entry)
+        self.stats.delivered(entry)
+
+    def _give_back(self) -> None:
+        pending = self.window.clear()
+        if pending:
+            if self._proxy is not None:
+                self._proxy.abandon(pending)
+            self.store.release(pending)
+
+    def _arm(self) -> None:
+        deadline = self.window.deadline()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, deadline - self.clock()), self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if self.window.overdue(self.clock()):
+            self.stats.ack_timeouts += 1
+            log.info(
+                "no acknowledgement from %s within %g s: delivering again",
+                self.identity_id,
+                self.window.timeout,
+            )
+            self._give_back()
+            self.pump()
+        if len(self.window) and self._timer is None:
+            self._arm()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,23 @@
+"""What delivery did, for metrics and status: messages delivered per endpoint, drops, retries, and
+how long messages waited from queued to acknowledged."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from ..metrics import Reservoir
+from ..store import Entry
+
+
+class DeliveryStats:
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()  # endpoint id -> messages delivered
+        self.rejected = 0
+        self.ack_timeouts = 0
+        self.sink_failures = 0
+        self.latency = Reservoir()
+
+    def delivered(self, entry: Entry) -> None:
+        self.sent[entry.endpoint_id] += 1
+        self.latency.observe(time.time() - entry.message.enqueued_time)

@@ -1,0 +1,15 @@
+"""The MQTT protocol head: IoT Hub's MQTT conventions over the MQTT server, as calls on the core."""
+
+from .head import Attached, MqttHead
+from .proxy import MqttProxy
+from .topics import TopicKind, features, is_user_subscription, publish_kind
+
+__all__ = [
+    "Attached",
+    "MqttHead",
+    "MqttProxy",
+    "TopicKind",
+    "features",
+    "is_user_subscription",
+    "publish_kind",
+]
