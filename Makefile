@@ -43,6 +43,8 @@ mosquitto-check:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 
 format: $(STAMP)
 	$(BIN)/ruff format .
