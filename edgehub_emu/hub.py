@@ -1,48 +1,41 @@
 """The composition root: ``EdgeHub(settings)`` wires the deployment, identities, certificates, queues,
-the core, delivery, the upstream, the MQTT head and its listeners; and offers the hub's Python API.
+the core, delivery, the upstream and the MQTT head with its listeners; and offers the hub's Python API.
 
     async with EdgeHub(settings) as hub:
         print(hub.connection_string("filtermodule"))
         result = await hub.invoke_method("SimulatedTemperatureSensor", "reset")
 
-A message's path through the hub, from socket to receiving module, is in the README (Architecture).
+A message's path through these parts, from socket to receiving module, is in the README (Architecture).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from .api import management, management_app
-from .api.module_methods import add_module_method_routes
-from .api.workload import workload_app
-from .broker import BrokerMode
+from .api import hub_apps
 from .core import HubCore, MethodError, MethodResult
 from .delivery import Deliveries
-from .heads.mqtt import MqttHead
+from .heads.mqtt import MqttHead, broker_mode
 from .identity import Identity, IdentityRegistry, connection_string, credentials, ensure_certificates
 from .iothub.twins import TwinStore
-from .listeners import Apps, Endpoints, HubError, Listeners, server_tls
-from .manifest import Deployment, ManifestError, compile_routes, load_deployment
+from .listeners import Endpoints, HubError, Listeners, server_tls, write_endpoints
+from .manifest import Deployment, compile_routes, load_deployment, watch_manifest
 from .metrics import registry_for
 from .mqtt.server import MqttServer
 from .mqtt.session import SessionStore
 from .routing import BRIDGE_ID, UPSTREAM_ID, BridgeEndpoint, Message, ModuleEndpoint, RouteTable
 from .routing.message import CONNECTION_DEVICE_ID
-from .runner import LocalModule, ModuleRunner, Plan
+from .runner import LocalModule, ModuleRunner
 from .settings import Settings
 from .snapshot import HubSnapshot, build_snapshot
-from .store import Store, open_store
-from .tasks import spawn
+from .store import Store, Stored, open_store
+from .tasks import every, spawn
 from .upstream import Upstream, UpstreamCapture, UpstreamError, UpstreamHooks, make_upstream
 
 __all__ = ["EdgeHub", "Endpoints", "HubError", "MethodError", "MethodResult", "Queued"]
@@ -76,7 +69,7 @@ class EdgeHub:
         self._loader = loader or (lambda: load_deployment(self.settings.manifest))
         self.local_modules = tuple(local_modules)
         self._make_store = store
-        self._upstream_factory = upstream
+        self._make_upstream = upstream
         self.deployment: Deployment | None = None
         self.route_table: RouteTable | None = None
         self.endpoints: Endpoints | None = None
@@ -103,8 +96,8 @@ class EdgeHub:
         return self
 
     async def stop(self) -> None:
-        """Stop local modules, then the listeners (answering calls still waiting), delivery, the
-        upstream and the store, in the reverse order they started."""
+        """Local modules first, then the listeners (answering calls still waiting), the upstream, delivery
+        and the store: the reverse of the order they started in."""
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
@@ -112,44 +105,37 @@ class EdgeHub:
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
         deployment = self._deployment or self._loader()
-        unknown = [m.name for m in self.local_modules if m.name not in deployment.edge_agent.modules]
-        if unknown:
-            raise HubError(
-                f"local module(s) {', '.join(unknown)} not in the deployment "
-                f"(it has: {', '.join(deployment.module_names)})"
-            )
-        self.deployment = deployment
-        self.route_table = compile_routes(deployment, s.device_id)
+        missing = [m.name for m in self.local_modules if m.name not in deployment.edge_agent.modules]
+        if missing:
+            modules = ", ".join(deployment.module_names)
+            raise HubError(f"local module(s) {', '.join(missing)} not in the deployment (it has: {modules})")
+        self.deployment, self.route_table = deployment, compile_routes(deployment, s.device_id)
         data = s.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.identities = IdentityRegistry(
             s.device_id, deployment.module_names, list(s.leaf_devices), data / "identities.json"
         )
+
         self.certificates = ensure_certificates(data / "certs", s.certificate_names())
-        durable = s.store != "memory"
         try:
             self.store: Store = self._make_store() if self._make_store else open_store(s.store, data)
         except ValueError as exc:
             raise HubError(str(exc)) from None
         stack.callback(self.store.close)
-        self.upstream = UpstreamCapture(
-            data / "upstream.sqlite" if durable else None, s.upstream_keep_count, s.upstream_keep_seconds
-        )
+        capture_path = data / "upstream.sqlite" if s.store != "memory" else None
+        self.upstream = UpstreamCapture(capture_path, s.upstream_keep_count, s.upstream_keep_seconds)
         stack.callback(self.upstream.close)
-        routes: Callable[[], RouteTable] = lambda: self.route_table  # type: ignore[assignment,return-value]  # noqa: E731
+        hostnames = [s.iothub_hostname, s.gateway_hostname]
         self.core = HubCore(
-            s.device_id,
-            self.identities,
-            [s.iothub_hostname, s.gateway_hostname],
-            TwinStore(data / "twins.json"),
-            self.store,
-            routes,
+            s.device_id, self.identities, hostnames, TwinStore(data / "twins.json"), self.store, self._routes
         )
         self.deliveries = Deliveries(
             self.store, self.core.connections, max(1, s.delivery_window), s.delivery_retry_first
         )
         stack.push_async_callback(self.deliveries.stop)
-        self._upstream = self._make_upstream()
+        self._upstream = self._upstream_for(
+            UpstreamHooks(self._invoke, self.patch_desired, self._bridge_out, self._bridge_in)
+        )
         self.deliveries.sinks[UPSTREAM_ID] = self._upstream.send
         if self._upstream.bridge_sink is not None:
             self.deliveries.sinks[BRIDGE_ID] = self._upstream.bridge_sink
@@ -159,42 +145,42 @@ class EdgeHub:
         self.mqtt = MqttServer(
             self.head, session_store=SessionStore(data / "sessions.json"), connect_timeout=s.connect_timeout
         )
-        for module in deployment.module_names:
-            self.core.twins.seed(self.identity_id(module), deployment.module_twins.get(module, {}))
-        self._configure_broker(deployment)
+        self._apply(deployment, seed_twins=True)
         tls = server_tls(self.certificates.server_chain, self.certificates.server_key)
-        self.endpoints = await Listeners(s, stack).bind(tls, self.ca_file.resolve(), self.mqtt, self._apps())
+        apps = hub_apps(self, s.api_token)
+        self.endpoints = await Listeners(s, stack).bind(tls, self.ca_file.resolve(), self.mqtt, apps)
         stack.callback(self.mqtt.close_all)
         stack.callback(self.core.methods.fail_all, 404, "Client {identity_id} not found: the hub is stopping")
-        for task in (
-            spawn(self._check_tokens(), "checking SAS tokens"),
-            spawn(self._purge_expired(), "purging expired messages"),
-            *([spawn(self._watch_manifest(), "watching the manifest")] if s.watch_manifest else []),
-        ):
+        tasks = [every(s.token_check_interval, self.check_tokens, "checking SAS tokens")]
+        tasks.append(every(s.purge_interval, self._purge_expired, "purging expired messages"))
+        if s.watch_manifest:
+            tasks.append(
+                spawn(watch_manifest(s.manifest, self._loader, self.reload), "watching the manifest")
+            )
+        for task in tasks:
             stack.callback(task.cancel)
-        self._resume_deliveries()
         await self._upstream.start()
         stack.push_async_callback(self._upstream.stop)
-        self._write_endpoints(stack)
+        write_endpoints(data / "endpoints.json", self.endpoints, stack)
         if self.local_modules:
-            await self._start_local_modules(deployment, stack)
-        log.debug("started: %s", self.endpoints)
+            agent = self.identity_id("$edgeAgent")
+            self.runner = ModuleRunner.for_deployment(
+                self.local_modules,
+                deployment.edge_agent.modules,
+                self.module_environment,
+                lambda patch: self.core.twins.report(agent, patch),
+            )
+            await self.runner.start()
+            stack.push_async_callback(self.runner.stop)  # stopped first: the hub serves their goodbyes
 
-    def _apps(self) -> Apps:
-        methods = web.Application()
-        add_module_method_routes(methods, self)
-        metrics = web.Application()
-        metrics.router.add_get("/metrics", management.metrics)
-        metrics[management.HUB] = self
-        return Apps(methods, management_app(self, self.settings.api_token), metrics, workload_app(self))
+    def _routes(self) -> RouteTable:
+        assert self.route_table is not None
+        return self.route_table
 
-    def _make_upstream(self) -> Upstream:
+    def _upstream_for(self, hooks: UpstreamHooks) -> Upstream:
         s = self.settings
-        hooks = UpstreamHooks(
-            self._invoke_for_upstream, self.patch_desired, self._enqueue_bridged, self._bridged_in
-        )
-        if self._upstream_factory is not None:
-            return self._upstream_factory(self.upstream, hooks)
+        if self._make_upstream is not None:
+            return self._make_upstream(self.upstream, hooks)
         try:
             return make_upstream(
                 s.upstream,
@@ -207,143 +193,65 @@ class EdgeHub:
         except UpstreamError as exc:
             raise HubError(f"--upstream: {exc}") from None
 
-    async def _start_local_modules(self, deployment: Deployment, stack: contextlib.AsyncExitStack) -> None:
-        agent = self.identity_id("$edgeAgent")
-        plans = []
-        for module in self.local_modules:
-            spec = deployment.edge_agent.modules[module.name]
-            plans.append(Plan(module, spec.status, spec.restartPolicy, spec.startupOrder))
-        runner = ModuleRunner(
-            plans,
-            lambda name, edge: self.module_environment(name, edge=edge),
-            lambda patch: self.core.twins.report(agent, patch),
-        )
-        await runner.start()
-        self.runner = runner
-        stack.push_async_callback(self._stop_runner)
+    def _purge_expired(self) -> None:
+        if purged := self.store.purge_expired():
+            log.info("dropped %d messages whose time-to-live ran out", purged)
 
-    async def _stop_runner(self) -> None:
-        """Modules first, while the hub still serves their goodbyes."""
-        if self.runner is not None:
-            await self.runner.stop()
-            self.runner = None
-
-    def _write_endpoints(self, stack: contextlib.AsyncExitStack) -> None:
-        """``endpoints.json`` says a hub runs on this data directory, and where; gone when it stops."""
-        assert self.endpoints is not None
-        path = self.settings.data_dir / "endpoints.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({**self.endpoints.as_dict(), "pid": os.getpid()}, indent=2), encoding="utf-8"
-        )
-        os.replace(tmp, path)
-        stack.callback(path.unlink, missing_ok=True)
-
-    async def _check_tokens(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.token_check_interval)
-            self.check_tokens()
-
-    async def _purge_expired(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.purge_interval)
-            purged = self.store.purge_expired()
-            if purged:
-                log.info("dropped %d messages whose time-to-live ran out", purged)
-
-    # --- wiring --------------------------------------------------------------------------------------
+    # --- wiring ---------------------------------------------------------------------------------------
 
     def _connections_changed(self, identity_id: str) -> None:
         if identity_id in self.core.connections:
             self._upstream.identity_connected(identity_id)
 
-    async def _invoke_for_upstream(
+    async def _invoke(
         self, identity_id: str, method_name: str, payload: Any, timeout: float
     ) -> tuple[int, Any]:
+        """A method call coming down from the upstream."""
         try:
             result = await self.core.methods.invoke(identity_id, method_name, payload, timeout)
         except MethodError as exc:
             return exc.status, {"message": str(exc)}
         return result.status, result.payload
 
-    def _enqueue_bridged(self, message: Message, stored: Callable[[BaseException | None], None]) -> bool:
+    def _bridge_out(self, message: Message, stored: Stored) -> bool:
         """A local user-topic message a bridge carries out: into the durable bridge queue."""
-        assert self.deployment is not None
-        return self.core.ingest.enqueue(
-            BridgeEndpoint(), message, self.deployment.global_ttl_secs, stored, "mqttBroker.bridges"
+        ttl = self._routes().global_ttl_secs
+        return self.core.ingest.enqueue(BridgeEndpoint(), message, ttl, stored, "mqttBroker.bridges")
+
+    def _bridge_in(self, topic: str, payload: bytes, qos: int) -> None:
+        broker_mode.publish_bridged(self.head, topic, payload, qos)
+
+    def _apply(self, deployment: Deployment, seed_twins: bool) -> None:
+        """What a deployment sets besides routes: the broker mode and bridges, deliveries to the routes'
+        endpoints, the modules' desired properties."""
+        s = self.settings
+        broker_mode.configure(
+            self.head, self.mqtt, deployment.broker, s.device_id, s.iothub_hostname, self._upstream.bridge_out
         )
+        self._upstream.configure_bridges(deployment.broker.bridges if deployment.broker is not None else ())
+        self.deliveries.follow(r.endpoint for r in self._routes().routes)
+        if seed_twins:
+            for module in deployment.module_names:
+                self.core.twins.seed(self.identity_id(module), deployment.module_twins.get(module, {}))
 
-    def _bridged_in(self, topic: str, payload: bytes, qos: int) -> None:
-        """A remote message a bridge brings in: to the local subscribers of the topic."""
-        if self.head.broker is None:
-            log.warning("dropped a bridged message on %r: the broker mode is off (no mqttBroker)", topic)
-            return
-        self.head.broker.topics.publish(topic, payload, qos, from_bridge=True)
-
-    def _configure_broker(self, deployment: Deployment) -> None:
-        """The broker mode follows the deployment's ``mqttBroker``: on, reconfigured, or off; so do the
-        bridges of an MQTT upstream."""
-        config = deployment.broker
-        head = self.head
-        if config is None:
-            head.broker = None
-        elif head.broker is None:
-            s = self.settings
-            head.broker = BrokerMode(config, self.mqtt.sessions, s.device_id, s.iothub_hostname)
-            head.broker.topics.forward = self._upstream.bridge_out
-        else:
-            head.broker.reconfigure(config)
-        self.mqtt.qos2 = config is not None
-        self._upstream.configure_bridges(config.bridges if config is not None else ())
-
-    def _resume_deliveries(self) -> None:
-        """After a start or a reload: deliver what waits in queues of endpoints the routes still name;
-        say which queues no route names any more (they keep their messages until the time-to-live)."""
-        assert self.route_table is not None
-        known = {r.endpoint.id: r.endpoint for r in self.route_table.routes}
-        if self._upstream.bridge_sink is not None:
-            known[BRIDGE_ID] = BridgeEndpoint()
-        self.deliveries.retain(known)
-        for endpoint in known.values():
-            self.deliveries.ensure(endpoint)
-        for endpoint_id in self.store.endpoints():
-            if endpoint_id not in known:
-                depth = sum(self.store.depth(endpoint_id).values())
-                log.warning(
-                    "%d messages wait for endpoint %s, which no route names any more: they stay until their "
-                    "time-to-live runs out",
-                    depth,
-                    endpoint_id,
-                )
-
-    async def _watch_manifest(self) -> None:
-        """Reload the manifest when its file changes; a bad or missing one keeps the previous deployment."""
-        path = self.settings.manifest
-        last = _mtime(path)
-        while True:
-            await asyncio.sleep(1.0)
-            current = _mtime(path)
-            if current == last:
-                continue
-            last = current
-            if current is None:
-                log.warning("%s is gone: keeping the deployment loaded from it", path)
-                continue
-            try:
-                self.reload(self._loader())
-            except ManifestError as exc:
-                log.error("kept the previous deployment: %s", exc)
-            except Exception as exc:  # an unreadable file, a disk error: keep watching
-                log.error("kept the previous deployment: %s could not be loaded (%s)", path, exc)
-            else:
-                count = len(self.route_table or ())
-                log.info("reloaded %s: %d route%s", path, count, "" if count == 1 else "s")
-
-    # --- the hub's Python API -------------------------------------------------------------------
+    # --- the hub's Python API -----------------------------------------------------------------------
 
     @property
     def device_id(self) -> str:
         return self.settings.device_id
+
+    @property
+    def running(self) -> bool:
+        return self._stack is not None
+
+    @property
+    def modules(self) -> list[str]:
+        """The deployment's modules (besides ``$edgeAgent`` and ``$edgeHub``)."""
+        return list(self.deployment.module_names) if self.deployment is not None else []
+
+    @property
+    def ca_file(self) -> Path:
+        return self.certificates.ca_cert
 
     def identity_id(self, module_or_device: str) -> str:
         """``filtermodule`` → ``edge-device/filtermodule``; a leaf device id stays as it is."""
@@ -351,11 +259,6 @@ class EdgeHub:
 
     def identity(self, module_or_device: str) -> Identity | None:
         return self.identities.get(self.identity_id(module_or_device))
-
-    @property
-    def modules(self) -> list[str]:
-        """The deployment's modules (besides ``$edgeAgent`` and ``$edgeHub``)."""
-        return list(self.deployment.module_names) if self.deployment is not None else []
 
     def authenticate(self, identity_id: str, token: str) -> Identity:
         """Check a SAS token for an identity, as every head does; raises ``AuthenticationError``."""
@@ -380,7 +283,7 @@ class EdgeHub:
             k: str(v.value).lower() if isinstance(v.value, bool) else str(v.value)
             for k, v in spec.env.items()
         }
-        s = self.settings
+        s, workload = self.settings, f"unix://{self.settings.workload_socket_path}"
         return {
             **env,
             **credentials(
@@ -388,14 +291,10 @@ class EdgeHub:
                 s.iothub_hostname,
                 s.gateway_hostname,
                 ca_file=self.ca_file,
-                workload_uri=f"unix://{s.workload_socket_path}",
+                workload_uri=workload,
                 edge=edge,
             ),
         }
-
-    @property
-    def ca_file(self) -> Path:
-        return self.certificates.ca_cert
 
     async def invoke_method(
         self,
@@ -408,8 +307,9 @@ class EdgeHub:
     ) -> MethodResult:
         """Call a direct method; raises ``MethodError`` with status 404 (not connected or not
         subscribed), 504 (no answer in time) or 400 (bad arguments), as edgeHub answers."""
+        identity_id = self.identity_id(module_or_device)
         return await self.core.methods.invoke(
-            self.identity_id(module_or_device), method_name, payload, response_timeout, connect_timeout
+            identity_id, method_name, payload, response_timeout, connect_timeout
         )
 
     def twin(self, module_or_device: str, metadata: bool = False) -> dict[str, Any]:
@@ -417,8 +317,7 @@ class EdgeHub:
         return self.core.twins.document(self.identity_id(module_or_device), metadata)
 
     def patch_desired(self, module_or_device: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """Patch desired properties and push the patch to the module if it listens; returns the patch
-        with its new ``$version``."""
+        """Patch desired properties, pushed to the module if it listens; returns it with its ``$version``."""
         return self.core.twins.patch_desired(self.identity_id(module_or_device), patch)
 
     def send_c2d(
@@ -428,34 +327,60 @@ class EdgeHub:
         properties: dict[str, str | None] | None = None,
         system_properties: dict[str, str | None] | None = None,
     ) -> None:
-        message = Message(
-            body=body, properties=dict(properties or {}), system_properties=dict(system_properties or {})
+        """A cloud-to-device message to a connected leaf device; ``MethodError`` (404) otherwise."""
+        self.core.send_c2d(
+            device_id,
+            Message(
+                body=body, properties=dict(properties or {}), system_properties=dict(system_properties or {})
+            ),
         )
-        self.core.send_c2d(device_id, message)
 
     async def send_to_input(self, module: str, input_name: str, message: Message) -> Queued:
-        """Queue a message for a module input, as a route would (priority 0, the global time-to-live);
+        """Queue a message for a module input as a route would (priority 0, the global time-to-live);
         returns once it is stored."""
-        assert self.route_table is not None
         message.system_properties.setdefault(CONNECTION_DEVICE_ID, self.device_id)
         endpoint = ModuleEndpoint(self.device_id, module, input_name)
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def stored(error: BaseException | None) -> None:
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
+            done.set_result(None) if error is None else done.set_exception(error)
 
         self.deliveries.ensure(endpoint)
-        ttl = self.route_table.global_ttl_secs
+        ttl = self._routes().global_ttl_secs
         if not self.core.ingest.enqueue(endpoint, message, ttl, stored):
             await done
         return Queued(endpoint.id, ttl)
 
+    def queued(self, module: str, input_name: str, limit: int = 1000) -> list[Message]:
+        """Messages waiting for a module input (in flight first), oldest first."""
+        return [
+            e.message for e in self.store.peek(ModuleEndpoint(self.device_id, module, input_name).id, limit)
+        ]
+
+    def is_connected(self, module_or_device: str) -> bool:
+        return self.identity_id(module_or_device) in self.core.connections
+
+    def disconnect(self, module_or_device: str, reason: str = "disconnected by the hub's API") -> bool:
+        """Close a client's connection (it may connect again); False if it was not connected."""
+        connection = self.core.connections.get(self.identity_id(module_or_device))
+        if connection is not None:
+            connection.proxy.close(reason)
+        return connection is not None
+
+    def check_tokens(self, now: float | None = None) -> list[str]:
+        """Disconnect clients whose SAS token expired (every five minutes, as edgeHub); returns who."""
+        return self.core.check_tokens(now)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Broker mode: publish on a user topic to its subscribers, as another client would."""
+        broker_mode.user_topics(self.head).publish(topic, payload, qos, retain)
+
+    def watch(self, listener: Callable[[str, bytes, int, bool], None]) -> None:
+        """Broker mode: ``listener(topic, payload, qos, retain)`` for every user-topic publish from now on."""
+        broker_mode.watch(self.head, listener)
+
     def snapshot(self) -> HubSnapshot:
         """Who is connected, what waits, how the routes are doing: see ``snapshot.HubSnapshot``."""
-        assert self.route_table is not None
         broker = self.head.broker
         return build_snapshot(
             device_id=self.device_id,
@@ -463,7 +388,7 @@ class EdgeHub:
             identities=self.identities,
             connections=self.core.connections,
             store=self.store,
-            route_table=self.route_table,
+            route_table=self._routes(),
             counters=self.core.counters,
             message_sizes=self.core.ingest.sizes,
             delivery=self.deliveries.stats,
@@ -472,62 +397,11 @@ class EdgeHub:
             modules=self.runner.status() if self.runner is not None else [],
         )
 
-    @property
-    def running(self) -> bool:
-        return self._stack is not None
-
-    def is_connected(self, module_or_device: str) -> bool:
-        return self.identity_id(module_or_device) in self.core.connections
-
-    def disconnect(self, module_or_device: str, reason: str = "disconnected by the hub's API") -> bool:
-        """Close a client's connection (it may connect again); False if it was not connected."""
-        connection = self.core.connections.get(self.identity_id(module_or_device))
-        if connection is None:
-            return False
-        connection.proxy.close(reason)
-        return True
-
-    def check_tokens(self, now: float | None = None) -> list[str]:
-        """Disconnect clients whose SAS token expired (run every five minutes, as edgeHub does); returns
-        who was disconnected."""
-        return self.core.check_tokens(now)
-
-    def queued(self, module: str, input_name: str, limit: int = 1000) -> list[Message]:
-        """Messages waiting for a module input (in flight first), oldest first."""
-        endpoint_id = ModuleEndpoint(self.device_id, module, input_name).id
-        return [entry.message for entry in self.store.peek(endpoint_id, limit)]
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Broker mode: publish on a user topic to its subscribers, as another client would."""
-        self._broker().topics.publish(topic, payload, qos, retain)
-
-    def watch(self, listener: Callable[[str, bytes, int, bool], None]) -> None:
-        """Broker mode: ``listener(topic, payload, qos, retain)`` for every user-topic publish from now on."""
-        self._broker().topics.listeners.append(listener)
-
-    def _broker(self) -> BrokerMode:
-        broker = self.head.broker
-        if broker is None:
-            raise RuntimeError(
-                "the broker mode is off: the deployment's $edgeHub has no mqttBroker (schema 1.2 or later)"
-            )
-        return broker
-
     def reload(self, deployment: Deployment) -> None:
         """Apply a new deployment: routes at once (queued messages are kept), desired-property changes
-        pushed to the modules that listen."""
+        pushed to the modules that listen. Raises ManifestError, keeping the running one, if invalid."""
         table = compile_routes(deployment, self.settings.device_id)
         self.identities.ensure_modules(deployment.module_names)
-        self.deployment = deployment
-        self.route_table = table
-        self._configure_broker(deployment)
-        self._resume_deliveries()
-        for module in deployment.module_names:
-            self.core.twins.seed(self.identity_id(module), deployment.module_twins.get(module, {}))
-
-
-def _mtime(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
+        self.deployment, self.route_table = deployment, table
+        self._apply(deployment, seed_twins=True)
+        log.info("deployment applied: %d route%s", len(table), "" if len(table) == 1 else "s")

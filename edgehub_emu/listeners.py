@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import ssl
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .api import websocket_handler
+from .api import Apps, websocket_handler
 from .mqtt.server import MqttServer
 from .settings import Settings, is_loopback
 
@@ -70,16 +71,6 @@ def server_tls(chain: Path, key: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(chain, key)
     return context
-
-
-@dataclass(frozen=True, slots=True)
-class Apps:
-    """The hub's HTTP applications, each served on its own listener."""
-
-    module_methods: web.Application  # on the HTTPS port, beside MQTT over WebSocket
-    management: web.Application
-    metrics: web.Application
-    workload: web.Application
 
 
 class Listeners:
@@ -217,3 +208,11 @@ class Listeners:
             raise HubError(
                 f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
             ) from None
+
+
+def write_endpoints(path: Path, endpoints: Endpoints, stack: contextlib.AsyncExitStack) -> None:
+    """``endpoints.json`` says a hub runs on this data directory, and where; it goes when the hub stops."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**endpoints.as_dict(), "pid": os.getpid()}, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    stack.callback(path.unlink, missing_ok=True)

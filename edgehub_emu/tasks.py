@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("edgehub_emu")
@@ -26,3 +26,18 @@ def spawn(work: Awaitable[Any], what: str) -> asyncio.Future[Any]:
 
     future.add_done_callback(done)
     return future
+
+
+def every(interval: float, action: Callable[[], Any], what: str) -> asyncio.Future[Any]:
+    """Run ``action`` every ``interval`` seconds in the background until cancelled; a failing round is
+    logged and the next one runs."""
+
+    async def repeat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                action()
+            except Exception:
+                log.exception("%s failed", what)
+
+    return spawn(repeat(), what)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from ..core import ConnectionManager
-from ..routing import Endpoint, ModuleEndpoint, endpoint_from_id
+from ..routing import BRIDGE_ID, BridgeEndpoint, Endpoint, ModuleEndpoint, endpoint_from_id
 from ..store import Store
 from .modules import ACK_TIMEOUT, ModuleDelivery
 from .sinks import Sink, SinkDelivery
@@ -97,6 +97,26 @@ class Deliveries:
         module = self._modules.get(identity_id)
         if module is not None:
             module.pump()
+
+    def follow(self, endpoints: Iterable[Endpoint]) -> None:
+        """Deliver to these endpoints (the routes' after a start or reload; the bridge queue when a sink
+        takes it), not to others: a queue no route names any more keeps its messages until their
+        time-to-live, and the log says so."""
+        wanted = {e.id: e for e in endpoints}
+        if BRIDGE_ID in self.sinks:
+            wanted[BRIDGE_ID] = BridgeEndpoint()
+        self.retain(wanted)
+        for endpoint in wanted.values():
+            self.ensure(endpoint)
+        for endpoint_id in self.store.endpoints():
+            if endpoint_id not in wanted:
+                depth = sum(self.store.depth(endpoint_id).values())
+                log.warning(
+                    "%d messages wait for endpoint %s, which no route names any more: they stay until "
+                    "their time-to-live runs out",
+                    depth,
+                    endpoint_id,
+                )
 
     def retain(self, endpoint_ids: Iterable[str]) -> None:
         """Stop delivering to endpoints no route names any more (their messages stay queued)."""

@@ -7,6 +7,7 @@ from .errors import ManifestError, ManifestProblem
 from .lint import ManifestWarning, lint_deployment
 from .loader import Deployment, RouteSpec, compile_routes, load_deployment, parse_deployment
 from .models import EdgeAgentDesired, EdgeHubDesired, Module
+from .watcher import watch_manifest
 
 __all__ = [
     "Deployment",
@@ -21,4 +22,5 @@ __all__ = [
     "lint_deployment",
     "load_deployment",
     "parse_deployment",
+    "watch_manifest",
 ]

@@ -15,11 +15,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from ..manifest import Module
 from ..tasks import spawn
 from .config import LocalModule
 from .policy import STABLE_AFTER, backoff_seconds, should_restart
@@ -85,8 +86,24 @@ class ModuleRunner:
         self._stopping = asyncio.Event()
         self._width = max((len(p.module.name) for p in self.plans), default=0)
 
+    @classmethod
+    def for_deployment(
+        cls,
+        modules: Sequence[LocalModule],
+        specs: Mapping[str, Module],
+        environment: Callable[[str, bool], dict[str, str]],
+        report: Callable[[dict[str, Any]], None],
+    ) -> ModuleRunner:
+        """A runner for the local ``modules``, with what the deployment's ``specs`` say of each."""
+        plans = [
+            Plan(m, specs[m.name].status, specs[m.name].restartPolicy, specs[m.name].startupOrder)
+            for m in modules
+        ]
+        return cls(plans, environment, report)
+
     async def start(self) -> None:
         """Start the modules in startup order (each one's process is up before the next starts)."""
+
         for plan in self.plans:
             if plan.status != "running":
                 self._set(plan.module.name, status="stopped", description="desired status is stopped")

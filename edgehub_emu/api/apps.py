@@ -1,0 +1,32 @@
+"""The hub's HTTP applications, one per listener, built from the hub they serve."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import management
+from .management import management_app
+from .module_methods import add_module_method_routes
+from .workload import workload_app
+
+if TYPE_CHECKING:
+    from ..hub import EdgeHub
+
+
+@dataclass(frozen=True, slots=True)
+class Apps:
+    module_methods: web.Application  # on the HTTPS port, beside MQTT over WebSocket
+    management: web.Application
+    metrics: web.Application
+    workload: web.Application
+
+
+def hub_apps(hub: EdgeHub, api_token: str | None) -> Apps:
+    methods, metrics = web.Application(), web.Application()
+    add_module_method_routes(methods, hub)
+    metrics.router.add_get("/metrics", management.metrics)
+    metrics[management.HUB] = hub
+    return Apps(methods, management_app(hub, api_token), metrics, workload_app(hub))

@@ -1,0 +1,45 @@
+"""Reload the deployment when its manifest file changes, as edgeHub applies a new twin: a manifest with
+an error, an unreadable or a missing file keeps the deployment that runs (the log says so and why), and
+the watcher keeps watching, so the next valid version loads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ManifestError
+from .loader import Deployment
+
+log = logging.getLogger("edgehub_emu.hub")
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+async def watch_manifest(
+    path: Path, load: Callable[[], Deployment], apply: Callable[[Deployment], None], interval: float = 1.0
+) -> None:
+    last = _mtime(path)
+    while True:
+        await asyncio.sleep(interval)
+        current = _mtime(path)
+        if current == last:
+            continue
+        last = current
+        if current is None:
+            log.warning("%s is gone: the deployment loaded from it keeps running", path)
+            continue
+        try:
+            apply(load())
+        except ManifestError as exc:
+            log.error("kept the previous deployment: %s", exc)
+        except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, nested too deep
+            log.error("kept the previous deployment: %s could not be loaded (%s)", path, exc)
+        else:
+            log.info("reloaded %s", path)
