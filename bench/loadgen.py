@@ -78,7 +78,9 @@ class _Client(asyncio.Protocol):
 
 
 class Publisher(_Client):
-    def __init__(self, connect: bytes, topic: str, payload: bytes, count: int, window: int) -> None:
+    def __init__(
+        self, connect: bytes, topic: str, payload: bytes, count: int, window: int, backlog: int | None = None
+    ) -> None:
         super().__init__(connect, None)
         encoded_topic = topic.encode()
         variable = struct.pack(">H", len(encoded_topic)) + encoded_topic
@@ -87,11 +89,14 @@ class Publisher(_Client):
         self._payload = payload
         self.count = count
         self.window = window
+        self.backlog = backlog
+        self.subscriber: Subscriber | None = None
         self.sent = 0
         self.acked = 0
         self.began = 0.0
         self._next_id = 0
         self._partial = 0
+        self._owed = 0  # acknowledged, not yet replaced because the backlog was full
 
     def _packets(self, n: int) -> bytes:
         head, payload, out = self._head, self._payload, []
@@ -111,8 +116,16 @@ class Publisher(_Client):
         total = self._partial + len(data)
         acks, self._partial = divmod(total, 4)
         self.acked += acks
-        more = min(acks, self.count - self.sent)
+        self._owed += acks
+        self.send_owed()
+
+    def send_owed(self) -> None:
+        """Replace acknowledged publishes, as far as the end-to-end backlog allows."""
+        more = min(self._owed, self.count - self.sent)
+        if self.backlog is not None and self.subscriber is not None:
+            more = min(more, self.backlog - (self.sent - self.subscriber.received_count))
         if more > 0 and self.transport is not None:
+            self._owed -= more
             self.transport.write(self._packets(more))
 
 
@@ -121,6 +134,7 @@ class Subscriber(_Client):
         super().__init__(connect, subscribe)
         self.count = count
         self.received_count = 0
+        self.publisher: Publisher | None = None
         self.last = 0.0
         self.done = asyncio.get_running_loop().create_future()
         self._buffer = b""
@@ -165,6 +179,8 @@ class Subscriber(_Client):
             self.last = time.perf_counter()
             if self.received_count >= self.count and not self.done.done():
                 self.done.set_result(None)
+            if self.publisher is not None:
+                self.publisher.send_owed()
 
 
 @dataclass(frozen=True)
@@ -193,7 +209,9 @@ async def _open(target: Target, protocol: _Client) -> _Client:
     return protocol
 
 
-async def _run(targets: list[Target], count: int, size: int, window: int, timeout: float) -> LoadResult:
+async def _run(
+    targets: list[Target], count: int, size: int, window: int, timeout: float, backlog: int | None
+) -> LoadResult:
     payload = b"x" * size
     subscribers = [
         await _open(
@@ -203,9 +221,13 @@ async def _run(targets: list[Target], count: int, size: int, window: int, timeou
         for t in targets
     ]
     publishers = [
-        await _open(t, Publisher(_connect_bytes(t.publisher), t.publish_topic, payload, count, window))
+        await _open(
+            t, Publisher(_connect_bytes(t.publisher), t.publish_topic, payload, count, window, backlog)
+        )
         for t in targets
     ]
+    for publisher, subscriber in zip(publishers, subscribers, strict=True):
+        publisher.subscriber, subscriber.publisher = subscriber, publisher  # type: ignore[assignment]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     began = time.perf_counter()
@@ -225,12 +247,19 @@ async def _run(targets: list[Target], count: int, size: int, window: int, timeou
 
 
 def run_pairs(
-    targets: list[Target], count: int, size: int = 64, window: int = 256, timeout: float = 120
+    targets: list[Target],
+    count: int,
+    size: int = 64,
+    window: int = 256,
+    timeout: float = 120,
+    backlog: int | None = 1000,
 ) -> LoadResult:
-    """``count`` QoS 1 messages through each target's publisher/subscriber pair, all at once."""
+    """``count`` QoS 1 messages through each target's publisher/subscriber pair, all at once; at most
+    ``backlog`` messages of a pair published and not yet received (as a real source, which does not
+    outrun its consumer forever), so that a store-and-forward hub is measured at the rate it sustains."""
     try:
         import uvloop
 
-        return uvloop.run(_run(targets, count, size, window, timeout))
+        return uvloop.run(_run(targets, count, size, window, timeout, backlog))
     except ImportError:
-        return asyncio.run(_run(targets, count, size, window, timeout))
+        return asyncio.run(_run(targets, count, size, window, timeout, backlog))

@@ -391,6 +391,7 @@ def _run_until_stopped(hub: EdgeHub, table: RouteTable) -> None:
     async def main() -> None:
         await hub.start()
         stop = asyncio.Event()
+
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop.set)

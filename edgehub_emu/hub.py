@@ -127,7 +127,12 @@ class EdgeHub:
         stack.callback(self.upstream.close)
         hostnames = [s.iothub_hostname, s.gateway_hostname]
         self.core = HubCore(
-            s.device_id, self.identities, hostnames, TwinStore(data / "twins.json"), self.store, self._routes
+            s.device_id,
+            self.identities,
+            hostnames,
+            TwinStore(data / "twins.json"),
+            self.store,
+            self.route_table,
         )
         self.deliveries = Deliveries(
             self.store, self.core.connections, max(1, s.delivery_window), s.delivery_retry_first
@@ -403,5 +408,6 @@ class EdgeHub:
         table = compile_routes(deployment, self.settings.device_id)
         self.identities.ensure_modules(deployment.module_names)
         self.deployment, self.route_table = deployment, table
+        self.core.set_routes(table)
         self._apply(deployment, seed_twins=True)
         log.info("deployment applied: %d route%s", len(table), "" if len(table) == 1 else "s")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..identity import Identity, IdentityRegistry
 from ..iothub import C2D
@@ -33,7 +33,7 @@ class HubCore:
         hostnames: Sequence[str],
         twins: TwinStore,
         store: Store,
-        routes: Callable[[], RouteTable],
+        routes: RouteTable,
     ) -> None:
         self.device_id = device_id
         self.identities = identities
@@ -43,6 +43,10 @@ class HubCore:
         self.ingest = Ingest(device_id, routes, store, self.counters)
         self.twins = TwinService(twins, self.connections, self.ingest, device_id, self.counters)
         self.methods = MethodCalls(self.connections, self.counters)
+
+    def set_routes(self, routes: RouteTable) -> None:
+        """A new deployment's routes, for the messages that come from now on."""
+        self.ingest.routes = routes
 
     def connect(
         self, identity: Identity, proxy: DeviceProxy, token_expiry: float, features: Iterable[str] = ()

@@ -6,7 +6,8 @@ the wire."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..routing import Message
@@ -20,17 +21,16 @@ log = logging.getLogger("edgehub_emu.hub")
 
 
 class DeviceListener:
-    __slots__ = ("_core", "connection", "identity")
+    __slots__ = ("_core", "connection", "identity", "telemetry")
 
     def __init__(self, core: HubCore, connection: Connection) -> None:
         self._core = core
         self.connection = connection
         self.identity = connection.identity
-
-    def telemetry(self, message: Message, stored: Stored) -> bool:
-        """A message the client sent (telemetry or an output): routed and queued. True: done now;
-        False: ``stored`` is called once it is committed."""
-        return self._core.ingest.telemetry(self.identity, message, stored)
+        self.telemetry: Callable[[Message, Stored], bool] = partial(core.ingest.telemetry, self.identity)
+        """``telemetry(message, stored)``: a message the client sent (telemetry or an output), routed and
+        queued. True: done now; False: ``stored`` is called once it is committed. (A partial, not a
+        method: it runs for every message.)"""
 
     def get_twin(self) -> bytes:
         return self._core.twins.get(self.identity.id)

@@ -14,7 +14,6 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable
 
 from ..identity import Identity
 from ..metrics import Reservoir
@@ -30,12 +29,24 @@ from ..store import Store, Stored
 log = logging.getLogger("edgehub_emu.hub")
 
 MAX_MESSAGE_SIZE = 262_144
-_random = random.Random()
 
 
-def new_guid() -> str:
-    """A random (version 4) GUID, like edgeHub's edgeMessageId; without a system call per message."""
-    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
+class _Guids:
+    """Version-4 GUIDs in ``uuid.uuid4()``'s form, as edgeHub's ``edgeMessageId``s: the first 20 hex digits
+    random per process, the last 12 a counter that starts at a random value. Unique, and a tenth of
+    the cost of ``str(uuid.uuid4())`` (which is a visible part of a message's CPU here)."""
+
+    def __init__(self) -> None:
+        head = uuid.uuid4().hex
+        self.prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-{head[16:20]}-"
+        self.counter = random.getrandbits(47)
+
+    def next(self) -> str:
+        self.counter = (self.counter + 1) & 0xFFFFFFFFFFFF
+        return f"{self.prefix}{self.counter:012x}"
+
+
+new_guid = _Guids().next
 
 
 def log_store_failure(error: BaseException | None) -> None:
@@ -45,7 +56,7 @@ def log_store_failure(error: BaseException | None) -> None:
 
 
 def message_size(message: Message) -> int:
-    """edgeHub's measure: every property's name and value, plus the body."""
+    """edgeHub's measure: every property's name and value, plus the body (in characters and bytes)."""
     size = len(message.body)
     for properties in (message.properties, message.system_properties):
         for key, value in properties.items():
@@ -57,12 +68,12 @@ class Ingest:
     def __init__(
         self,
         device_id: str,
-        routes: Callable[[], RouteTable],
+        routes: RouteTable,
         store: Store,
         counters: Counter[str],
     ) -> None:
         self.device_id = device_id
-        self.routes = routes
+        self.routes = routes  # replaced whole when the deployment changes
         self.store = store
         self.counters = counters
         self.sizes = Reservoir()
@@ -71,14 +82,16 @@ class Ingest:
         """A client's message, from the identity it authenticated as. True: done (queued in memory, or
         dropped as edgeHub drops it); False: ``stored`` says when it is committed."""
         system = message.system_properties
-        system[CONNECTION_DEVICE_ID] = identity.device_id
+        device_id = identity.device_id
+        system[CONNECTION_DEVICE_ID] = device_id
         if identity.module_id is not None:
             system[CONNECTION_MODULE_ID] = identity.module_id
         system[EDGE_MESSAGE_ID] = new_guid()
-        system[EDGE_HUB_ORIGIN_INTERFACE] = (
-            "internal" if identity.device_id == self.device_id else "downstream"
-        )
-        size = message_size(message)
+        system[EDGE_HUB_ORIGIN_INTERFACE] = "internal" if device_id == self.device_id else "downstream"
+        size = len(message.body)  # message_size, inlined: this runs for every message
+        for properties in (message.properties, system):
+            for key, value in properties.items():
+                size += len(key) + (len(value) if value else 0)
         if size > MAX_MESSAGE_SIZE:
             self.counters["dropped_too_large"] += 1
             log.warning(
@@ -88,13 +101,22 @@ class Ingest:
                 MAX_MESSAGE_SIZE,
             )
             return True
-        self.sizes.observe(size)
-        return self.route(message, stored)
+        sizes = self.sizes  # Reservoir.observe, inlined: one per message
+        sizes.values.append(size)
+        sizes.count += 1
+        sizes.sum += size
+        self.counters["messages_received"] += 1
+
+        copies = self.routes.route(message)
+        if copies:
+            return self.store.add(message, copies, stored)
+        self.counters["dropped_no_route"] += 1
+        return True
 
     def route(self, message: Message, stored: Stored) -> bool:
         """Route and queue a message (see ``telemetry`` for what the result means)."""
         self.counters["messages_received"] += 1
-        copies = self.routes().route(message)
+        copies = self.routes.route(message)
         if not copies:
             self.counters["dropped_no_route"] += 1
             if log.isEnabledFor(logging.DEBUG):

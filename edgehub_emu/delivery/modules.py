@@ -50,18 +50,23 @@ class ModuleDelivery:
         self.clock = clock
         self.window: DeliveryWindow[Entry] = DeliveryWindow(window, ack_timeout)
         self.inputs: dict[str, ModuleEndpoint] = {}
+        self._order: list[str] = []  # the inputs, in the order they take turns
         self._turn = 0
         self._proxy: DeviceProxy | None = None
         self._pumping = False
         self._again = False
+        self._refill_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
+        self._loop = asyncio.get_running_loop()
 
     def add_input(self, endpoint: ModuleEndpoint) -> None:
         self.inputs[endpoint.id] = endpoint
+        self._order = list(self.inputs)
 
     def remove_input(self, endpoint_id: str) -> None:
         self.inputs.pop(endpoint_id, None)
+        self._order = list(self.inputs)
 
     def pump(self) -> None:
         """Send what the window has room for (safe to call any time: a call made while sending, from a
@@ -87,15 +92,16 @@ class ModuleDelivery:
             # A new connection: what went out on the old one and was not acknowledged goes out again.
             self._give_back()
             self._proxy = proxy
-        window, store, settle = self.window, self.store, self._settle
+        window, store, settle, inputs = self.window, self.store, self._settle, self.inputs
+        now = self.clock()
         while window.free > 0:
-            entry = self._next()
+            order = self._order
+            entry = store.take(order[0]) if len(order) == 1 else self._next()
             if entry is None:
                 break
-            endpoint = self.inputs[entry.endpoint_id]
-            outcome = proxy.send_to_input(endpoint.input_name, entry.message, entry, settle)
+            outcome = proxy.send_to_input(inputs[entry.endpoint_id].input_name, entry.message, entry, settle)
             if outcome is SendOutcome.SENT:
-                window.sent(entry, self.clock())
+                window.sent(entry, now)
             elif outcome is SendOutcome.DELIVERED:
                 self._delivered(entry)
             elif outcome is SendOutcome.REJECTED:
@@ -104,17 +110,17 @@ class ModuleDelivery:
                 log.warning(
                     "dropped a message for %s: no subscription matches input %s (edgeHub drops it too)",
                     self.identity_id,
-                    endpoint.input_name,
+                    inputs[entry.endpoint_id].input_name,
                 )
             else:
                 store.release([entry])
                 break
-        if len(window) and self._timer is None:
+        if self._timer is None and window.free < window.capacity:
             self._arm()
 
     def _next(self) -> Entry | None:
         """The next entry, the inputs taking turns."""
-        ids = list(self.inputs)
+        ids = self._order
         for i in range(len(ids)):
             endpoint_id = ids[(self._turn + i) % len(ids)]
             entry = self.store.take(endpoint_id)
@@ -127,14 +133,28 @@ class ModuleDelivery:
         if not self.window.acked(entry):
             return  # already given back (a timeout, a new connection): a late answer changes nothing
         if delivered:
-            self._delivered(entry)
+            self.store.ack(entry)
+            self.stats.delivered(entry)
+            # Refill the window once all the acknowledgements read together are counted, not after each.
+            if not self._refill_scheduled:
+                self._refill_scheduled = True
+                self._loop.call_soon(self._refill)
+            return
         else:
             # The connection is gone: give back this one and everything else in flight, in order.
             self.store.release([entry, *self.window.clear()])
             self._proxy = None
+        if self._pumping:
+            self._again = True
+        else:
+            self.pump()
+
+    def _refill(self) -> None:
+        self._refill_scheduled = False
         self.pump()
 
     def _delivered(self, entry: Entry) -> None:
+
         self.store.ack(entry)
         self.stats.delivered(entry)
 

@@ -19,6 +19,7 @@ class DeliveryWindow(Generic[T]):
             raise ValueError("a delivery window holds at least one message")
         self.capacity = capacity
         self.timeout = timeout
+        self.free = capacity  # room for this many more (an attribute: read for every delivery)
         self._inflight: dict[T, float] = {}  # token -> when it was sent, in sending order
 
     def __len__(self) -> int:
@@ -27,23 +28,24 @@ class DeliveryWindow(Generic[T]):
     def __contains__(self, token: object) -> bool:
         return token in self._inflight
 
-    @property
-    def free(self) -> int:
-        return self.capacity - len(self._inflight)
-
     def sent(self, token: T, now: float) -> None:
-        if len(self._inflight) >= self.capacity:
+        if self.free <= 0:
             raise RuntimeError("the delivery window is full")
         self._inflight[token] = now
+        self.free -= 1
 
     def acked(self, token: T) -> bool:
         """The client acknowledged ``token``; False if it is not in flight (a late or stray one)."""
-        return self._inflight.pop(token, None) is not None
+        if self._inflight.pop(token, None) is None:
+            return False
+        self.free += 1
+        return True
 
     def clear(self) -> list[T]:
         """Everything in flight, in the order it was sent; the window is empty afterwards."""
         tokens = list(self._inflight)
         self._inflight.clear()
+        self.free = self.capacity
         return tokens
 
     def deadline(self) -> float | None:

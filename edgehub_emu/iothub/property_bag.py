@@ -42,6 +42,12 @@ def escape(text: str) -> str:
     return quote(text, safe="")
 
 
+@lru_cache(maxsize=8192)
+def encode_pair(key: str, value: str | None) -> str:
+    """One ``key=value`` of a bag (the bare key for a ``None`` value), escaped."""
+    return escape(key) if value is None else f"{escape(key)}={escape(value)}"
+
+
 def encode(pairs: Iterable[tuple[str, str | None]]) -> str:
     """Encode ``(key, value)`` pairs; a ``None`` value is written as the bare key."""
-    return "&".join(escape(k) if v is None else f"{escape(k)}={escape(v)}" for k, v in pairs)
+    return "&".join([encode_pair(k, v) for k, v in pairs])

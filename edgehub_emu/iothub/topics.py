@@ -121,7 +121,7 @@ class TopicError(ValueError):
         self.drop = drop
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Telemetry:
     """What a telemetry topic says: the sender ids from the topic, and the properties of its bag."""
 
@@ -164,6 +164,27 @@ def _bind_fast(topic: str) -> dict[str, str] | None:
     return None
 
 
+_TELEMETRY_CACHE: dict[str, Telemetry | str] = {}
+_TELEMETRY_CACHE_SIZE = 4096
+
+
+def parse_telemetry_cached(topic: str) -> Telemetry:
+    """``parse_telemetry`` for the topics a client publishes again and again (its outputs, with the same
+    properties): decoded once. The result is shared: copy its dictionaries before changing them."""
+    found = _TELEMETRY_CACHE.get(topic)
+    if found is None:
+        try:
+            found = parse_telemetry(topic)
+        except TopicError as exc:
+            found = str(exc)
+        if len(_TELEMETRY_CACHE) >= _TELEMETRY_CACHE_SIZE:
+            _TELEMETRY_CACHE.clear()
+        _TELEMETRY_CACHE[topic] = found
+    if isinstance(found, str):
+        raise TopicError(found)
+    return found
+
+
 def parse_telemetry(topic: str) -> Telemetry:
     """Decode a ``messages/events`` topic; raise TopicError (drop) if it matches no template or its bag
     is malformed."""
@@ -195,12 +216,14 @@ def parse_telemetry(topic: str) -> Telemetry:
 def outbound_bag(properties: Mapping[str, str | None], system_properties: Mapping[str, str | None]) -> str:
     """edgeHub's outbound bag: user properties in order, then each mapped system property; a system
     value replaces a user property of the same wire name in that property's place."""
-    pairs: dict[str, str | None] = dict(properties)
+    pair = property_bag.encode_pair
+    encoded = {key: pair(key, value) for key, value in properties.items()}
+    outgoing = OUTGOING_SYSTEM_PROPERTIES
     for name, value in system_properties.items():
-        wire = OUTGOING_SYSTEM_PROPERTIES.get(name)
+        wire = outgoing.get(name)
         if wire is not None:
-            pairs[wire] = value
-    return property_bag.encode(pairs.items())
+            encoded[wire] = pair(wire, value)
+    return "&".join(encoded.values())
 
 
 _TELEMETRY_WIRE_NAMES = {internal: wire for wire, internal in INCOMING_SYSTEM_PROPERTIES.items()}

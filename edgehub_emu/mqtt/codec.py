@@ -83,22 +83,22 @@ class Publish:
     packet_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per message, and frozen ones cost more to make
 class Puback:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pubrec:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pubrel:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pubcomp:
     packet_id: int
 
@@ -271,19 +271,6 @@ def _decode_connect(r: _Reader) -> Connect:
     return Connect(client_id, clean, keep_alive, username, password, will, level)
 
 
-def _decode_publish(flags: int, r: _Reader) -> Publish:
-    qos = (flags >> 1) & 0x03
-    if qos == 3:
-        raise ProtocolError("PUBLISH with QoS 3")
-    topic = r.string("topic name")
-    if not topic:
-        raise ProtocolError("empty topic name")
-    if "+" in topic or "#" in topic:
-        raise ProtocolError(f"wildcard in PUBLISH topic {topic!r}")
-    packet_id = _packet_id(r) if qos else None
-    return Publish(topic, r.rest(), qos, bool(flags & 0x01), bool(flags & 0x08), packet_id)
-
-
 def _decode_subscribe(r: _Reader) -> Subscribe:
     pid = _packet_id(r)
     topics = []
@@ -319,8 +306,7 @@ _EMPTY: dict[int, Callable[[], Packet]] = {PINGREQ: Pingreq, PINGRESP: Pingresp,
 
 
 def _decode_body(kind: int, flags: int, body: bytes) -> Packet:
-    if kind == PUBLISH:
-        return _decode_publish(flags, _Reader(body))
+    """Every packet but PUBLISH, which ``Decoder.next_packet`` decodes on its own path."""
     if kind not in _FLAGS:
         raise ProtocolError(f"reserved packet type {kind}")
     if flags != _FLAGS[kind]:
@@ -374,31 +360,78 @@ class Decoder:
         if size - pos < 2:
             return None
         header = buffer[pos]
+        length = buffer[pos + 1]
+        if length < 0x80:  # remaining lengths of one or two bytes (packets up to 16 KB) on a short path
+            start = pos + 2
+        elif size - pos > 2 and buffer[pos + 2] < 0x80:
+            length = length & 0x7F | buffer[pos + 2] << 7
+            start = pos + 3
+        else:
+            found = self._length(buffer, pos, size)
+            if found is None:
+                return None
+            start, length = found
+        if length > self.max_packet_size:
+            raise PacketTooLarge(f"packet of {length} bytes exceeds the limit of {self.max_packet_size}")
+        end = start + length
+        if end > size:
+            return None
+        self._pos = end
+        if header == 0x40 and length == 2:  # PUBACK: one for every message delivered
+            packet_id = buffer[start] << 8 | buffer[start + 1]
+            if packet_id == 0:
+                raise ProtocolError("packet identifier 0")
+            return Puback(packet_id)
+        if header & 0xF0 == 0x30:  # PUBLISH: decoded here, without copying the buffer first
+            qos = (header >> 1) & 0x03
+            if qos == 3:
+                raise ProtocolError("PUBLISH with QoS 3")
+            if length < 2:
+                raise ProtocolError("packet ends early")
+            topic_end = start + 2 + (buffer[start] << 8 | buffer[start + 1])
+            if topic_end > end:
+                raise ProtocolError("length field runs past the end of the packet")
+            try:
+                topic = buffer[start + 2 : topic_end].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("topic name is not valid UTF-8") from None
+            if not topic:
+                raise ProtocolError("empty topic name")
+            if "+" in topic or "#" in topic or "\x00" in topic:
+                raise ProtocolError(f"invalid PUBLISH topic {topic!r} (a wildcard or U+0000)")
+            publish_id: int | None = None
+            if qos:
+                if topic_end + 2 > end:
+                    raise ProtocolError("packet ends early")
+                publish_id = buffer[topic_end] << 8 | buffer[topic_end + 1]
+                if publish_id == 0:
+                    raise ProtocolError("packet identifier 0")
+                topic_end += 2
+            return Publish(
+                topic, bytes(buffer[topic_end:end]), qos, bool(header & 0x01), bool(header & 0x08), publish_id
+            )
+
+        return _decode_body(header >> 4, header & 0x0F, bytes(buffer[start:end]))
+
+    def _length(self, buffer: bytearray, pos: int, size: int) -> tuple[int, int] | None:
+        """(where the body starts, its length) of the packet at ``pos``; None while it is incomplete."""
         length = 0
         multiplier = 1
         index = pos + 1
-        complete = False
         for _ in range(4):
             if index >= size:
-                break  # the remaining length itself has not fully arrived
+                return None
             digit = buffer[index]
             index += 1
             length += (digit & 0x7F) * multiplier
             if not digit & 0x80:
-                complete = True
-                break
+                if length > self.max_packet_size:
+                    raise PacketTooLarge(
+                        f"packet of {length} bytes exceeds the limit of {self.max_packet_size}"
+                    )
+                return index, length
             multiplier *= 128
-        else:
-            raise ProtocolError("malformed remaining length (more than four bytes)")
-        if not complete:
-            return None
-        if length > self.max_packet_size:
-            raise PacketTooLarge(f"packet of {length} bytes exceeds the limit of {self.max_packet_size}")
-        end = index + length
-        if end > size:
-            return None
-        self._pos = end
-        return _decode_body(header >> 4, header & 0x0F, bytes(buffer[index:end]))
+        raise ProtocolError("malformed remaining length (more than four bytes)")
 
     def feed(self, data: bytes) -> list[Packet]:
         self.receive(data)
@@ -493,9 +526,18 @@ def publish_bytes(
 ) -> bytes:
     """The hot path of delivery: a PUBLISH without building a Publish object."""
     raw = topic.encode("utf-8")
-    head = struct.pack("!H", len(raw)) + raw
+    topic_length = len(raw)
+    body_length = 2 + topic_length + len(payload)
+    header = PUBLISH << 4 | qos << 1 | (0x08 if dup else 0) | (0x01 if retain else 0)
     if qos:
-        head += struct.pack("!H", packet_id or 0)
-    flags = qos << 1 | (0x08 if dup else 0) | (0x01 if retain else 0)
-    body_length = len(head) + len(payload)
-    return bytes([PUBLISH << 4 | flags]) + _remaining_length(body_length) + head + payload
+        body_length += 2
+        tail = (packet_id or 0).to_bytes(2, "big") + payload
+    else:
+        tail = payload
+    if body_length < 0x80:
+        fixed = bytes((header, body_length))
+    elif body_length < 0x4000:
+        fixed = bytes((header, body_length & 0x7F | 0x80, body_length >> 7))
+    else:
+        fixed = bytes((header,)) + _remaining_length(body_length)
+    return b"".join((fixed, topic_length.to_bytes(2, "big"), raw, tail))

@@ -182,9 +182,10 @@ class MqttConnection(asyncio.Protocol):
     def _process(self) -> None:
         """Handle buffered packets until none is complete, the connection closes, or back-pressure
         pauses us (what is left stays buffered until acknowledgements catch up)."""
+        next_packet = self.decoder.next_packet
         while not self.closing and not self._paused:
             try:
-                packet = self.decoder.next_packet()
+                packet = next_packet()
             except UnsupportedProtocolLevel as exc:
                 self._write(codec.encode(Connack(codec.UNACCEPTABLE_PROTOCOL_VERSION)))
                 self.close(str(exc))
@@ -195,7 +196,13 @@ class MqttConnection(asyncio.Protocol):
             if packet is None:
                 return
             try:
-                self._handle(packet)
+                kind = type(packet)  # the two packets of every message first, without a call more
+                if kind is Publish and self.session is not None:
+                    self._on_publish(self.session, packet)  # type: ignore[arg-type]
+                elif kind is Puback and self.session is not None:
+                    self.session.acknowledge(packet.packet_id)  # type: ignore[union-attr,arg-type]
+                else:
+                    self._handle(packet)
             except CloseConnection as exc:
                 self.close(str(exc) or "closed by the hub")
             except Exception:  # a bug must not take the hub down: close this client only
@@ -246,7 +253,9 @@ class MqttConnection(asyncio.Protocol):
     def send_publish(
         self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool, retain: bool = False
     ) -> None:
-        self._write(publish_bytes(topic, payload, qos, packet_id, dup, retain))
+        if not self._outbox:  # _write, inlined: this runs for every delivery
+            self._loop.call_soon(self._flush_writes)
+        self._outbox.append(publish_bytes(topic, payload, qos, packet_id, dup, retain))
 
     def send_packet(self, packet: codec.Packet) -> None:
         self._write(codec.encode(packet))
@@ -393,7 +402,8 @@ class MqttConnection(asyncio.Protocol):
         if packet.qos == 2 and not self.server.qos2:
             raise CloseConnection("QoS 2 PUBLISH processed; QoS 2 is not supported")
         assert packet.packet_id is not None
-        ack = codec.encode(Puback(packet.packet_id) if packet.qos == 1 else Pubrec(packet.packet_id))
+        ack = (_PUBACK if packet.qos == 1 else _PUBREC) + packet.packet_id.to_bytes(2, "big")
+
         if done and not self._pending:
             self._write(ack)
             return
@@ -414,7 +424,9 @@ class MqttConnection(asyncio.Protocol):
             self.close("the message could not be stored")
             return
         self._done += 1
-        pending = self._pending
+        pending, outbox = self._pending, self._outbox
+        if not outbox:
+            self._loop.call_soon(self._flush_writes)
         while pending:
             ack, waits = pending[0]
             if waits:
@@ -422,7 +434,8 @@ class MqttConnection(asyncio.Protocol):
                     break
                 self._done -= 1
             pending.popleft()
-            self._write(ack)
+            outbox.append(ack)
+
         if self._paused and len(pending) < self.server.max_pending:
             self._paused = False
             self.transport.resume_reading()
@@ -432,3 +445,7 @@ class MqttConnection(asyncio.Protocol):
 def _log_failure(error: BaseException | None) -> None:
     if error is not None:
         log.warning("a QoS 0 message was not stored: %s", error)
+
+
+_PUBACK = b"\x40\x02"
+_PUBREC = b"\x50\x02"

@@ -41,16 +41,28 @@ Settle = Callable[[Any, bool], None]
 """``settle(token, delivered)``: the client acknowledged (True) or the session was discarded first."""
 
 
-@dataclass(slots=True)
 class InFlight:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
-    token: Any = None
-    settle: Settle | None = None
-    sent: bool = True
-    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+    """A QoS 1 or 2 message sent and not yet acknowledged (a plain class: one is made per delivery)."""
+
+    __slots__ = ("payload", "qos", "released", "retain", "sent", "settle", "token", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        token: Any = None,
+        settle: Settle | None = None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.token = token
+        self.settle = settle
+        self.sent = True
+        self.released = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
 
 
 @dataclass
@@ -60,19 +72,53 @@ class Subscription:
 
 
 class Subscriptions(dict[str, Subscription]):
-    """Filter -> subscription, with a topic trie kept in step for matching."""
+    """Filter -> subscription, with a topic trie kept in step for matching, and the granted QoS of
+    topics that differ only in their last level remembered per prefix while no filter looks at the text
+    of that level (a delivery's topic ends in its property bag, a level unique to each message)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.trie: TopicTrie[Subscription] = TopicTrie()
+        self._by_prefix: dict[tuple[str, bool], int | None] = {}
+        self._literal_levels: set[int] | None = None
 
     def __setitem__(self, topic_filter: str, subscription: Subscription) -> None:
         super().__setitem__(topic_filter, subscription)
         self.trie.add(topic_filter, topic_filter, subscription)
+        self._changed()
 
     def __delitem__(self, topic_filter: str) -> None:
         super().__delitem__(topic_filter)
         self.trie.remove(topic_filter, topic_filter)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._by_prefix.clear()
+        self._literal_levels = None
+
+    def granted_qos(self, topic: str) -> int | None:
+        """The highest QoS granted by a filter that matches ``topic``; None if none matches."""
+        best: int | None = None
+        for _, sub in self.trie.match(topic):
+            if best is None or sub.qos > best:
+                best = sub.qos
+        return best
+
+    def granted_qos_at(self, prefix: str, last: str) -> int | None:
+        """``granted_qos(prefix + "/" + last)`` (``prefix`` alone when ``last`` is empty), where ``last``
+        is a single level."""
+        topic = f"{prefix}/{last}" if last else prefix
+        literal = self._literal_levels
+        if literal is None:
+            literal = self._literal_levels = {
+                i for f in self for i, level in enumerate(f.split("/")) if level not in ("+", "#")
+            }
+        if prefix.count("/") + 1 in literal:
+            return self.granted_qos(topic)
+        key = (prefix, bool(last))
+        if key not in self._by_prefix:
+            self._by_prefix[key] = self.granted_qos(topic)
+        return self._by_prefix[key]
 
     def pop(self, topic_filter: str, default: Any = None) -> Any:
         if topic_filter in self:
@@ -84,6 +130,7 @@ class Subscriptions(dict[str, Subscription]):
     def clear(self) -> None:
         super().clear()
         self.trie = TopicTrie()
+        self._changed()
 
 
 class Session:
@@ -108,11 +155,7 @@ class Session:
 
     def granted_qos(self, topic: str) -> int | None:
         """The highest QoS granted by a filter that matches ``topic``; None if none matches."""
-        best: int | None = None
-        for _, sub in self.subscriptions.trie.match(topic):
-            if best is None or sub.qos > best:
-                best = sub.qos
-        return best
+        return self.subscriptions.granted_qos(topic)
 
     def _allocate(self) -> int:
         for _ in range(65535):
@@ -139,7 +182,10 @@ class Session:
         if qos == 0:
             connection.send_publish(topic, payload, 0, None, False, retain)
             return
-        packet_id = self._allocate()
+        packet_id = self._next_id % 65535 + 1
+        if packet_id in self.inflight:
+            packet_id = self._allocate()
+        self._next_id = packet_id
         self.inflight[packet_id] = InFlight(topic, payload, qos, retain, token, settle)
         connection.send_publish(topic, payload, qos, packet_id, False, retain)
 

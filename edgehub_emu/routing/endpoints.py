@@ -7,7 +7,7 @@ for a module input, as in edgeHub.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 UPSTREAM_ID = "iothub"
 BRIDGE_ID = "bridge"
@@ -31,14 +31,12 @@ class ModuleEndpoint:
     device_id: str
     module_id: str
     input_name: str
+    id: str = field(init=False, compare=False, repr=False)  # {device}/{module}/{input}: its queue
+    identity: str = field(init=False, compare=False, repr=False)  # {device}/{module}: who receives
 
-    @property
-    def id(self) -> str:
-        return f"{self.device_id}/{self.module_id}/{self.input_name}"
-
-    @property
-    def identity(self) -> str:
-        return f"{self.device_id}/{self.module_id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.device_id}/{self.module_id}/{self.input_name}")
+        object.__setattr__(self, "identity", f"{self.device_id}/{self.module_id}")
 
     def __str__(self) -> str:
         return f'BrokeredEndpoint("/modules/{self.module_id}/inputs/{self.input_name}")'

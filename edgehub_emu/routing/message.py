@@ -43,18 +43,51 @@ def _fold(mapping: dict[str, str | None]) -> dict[str, str | None]:
     return {key.lower(): value for key, value in mapping.items()}
 
 
-@dataclass(slots=True, eq=False)
+_CANONICAL = frozenset(
+    {
+        CONNECTION_DEVICE_ID,
+        CONNECTION_MODULE_ID,
+        OUTPUT_NAME,
+        MESSAGE_TYPE,
+        CONTENT_TYPE,
+        CONTENT_ENCODING,
+        MESSAGE_ID,
+        CORRELATION_ID,
+        EDGE_MESSAGE_ID,
+        EDGE_HUB_ORIGIN_INTERFACE,
+        MODEL_ID,
+        TO,
+    }
+)
+"""System property names as the heads write them: when a message has no others, the names its source
+depends on can be looked up as they are, without folding case."""
+
+
+@dataclass(slots=True, eq=False, init=False)
 class Message:
     """A routed message. ``properties`` are application properties; values may be ``None`` (a key
     sent without a value). ``enqueued_time`` is seconds since the epoch."""
 
-    body: bytes = b""
-    properties: dict[str, str | None] = field(default_factory=dict)
-    system_properties: dict[str, str | None] = field(default_factory=dict)
-    enqueued_time: float = field(default_factory=time.time)
-    _props_ci: dict[str, str | None] | None = field(default=None, init=False, repr=False)
-    _sys_ci: dict[str, str | None] | None = field(default=None, init=False, repr=False)
-    _json_root: Any = field(default=None, init=False, repr=False)
+    body: bytes
+    properties: dict[str, str | None]
+    system_properties: dict[str, str | None]
+    enqueued_time: float
+    _props_ci: dict[str, str | None] | None = field(repr=False)
+    _sys_ci: dict[str, str | None] | None = field(repr=False)
+    _json_root: Any = field(repr=False)
+
+    def __init__(
+        self,
+        body: bytes = b"",
+        properties: dict[str, str | None] | None = None,
+        system_properties: dict[str, str | None] | None = None,
+        enqueued_time: float | None = None,
+    ) -> None:
+        self.body = body
+        self.properties = {} if properties is None else properties
+        self.system_properties = {} if system_properties is None else system_properties
+        self.enqueued_time = time.time() if enqueued_time is None else enqueued_time
+        self._props_ci = self._sys_ci = self._json_root = None
 
     # --- lookups used by compiled conditions ---------------------------------------------------
 
@@ -77,13 +110,21 @@ class Message:
 
     @property
     def source(self) -> str:
-        """edgeHub's message source: what a route's ``FROM`` is matched against."""
-        sys = self.system_properties_ci()
-        if sys.get("messagetype") == TWIN_CHANGE_NOTIFICATION:
+        """edgeHub's message source: what a route's ``FROM`` is matched against (names in any case)."""
+        system = self.system_properties
+        if _CANONICAL.issuperset(system):
+            message_type, module, output = (
+                system.get(MESSAGE_TYPE),
+                system.get(CONNECTION_MODULE_ID),
+                system.get(OUTPUT_NAME),
+            )
+        else:
+            folded = self.system_properties_ci()
+            message_type = folded.get("messagetype")
+            module, output = folded.get("connectionmoduleid"), folded.get("outputname")
+        if message_type == TWIN_CHANGE_NOTIFICATION:
             return "/twinChangeNotifications"
-        module = sys.get("connectionmoduleid")
         if module:
-            output = sys.get("outputname")
             return f"/messages/modules/{module}/outputs/{output}" if output else f"/messages/modules/{module}"
         return "/messages"
 

@@ -8,8 +8,9 @@ them, with that route's time-to-live (0 means the global one). A message no rout
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .endpoints import Endpoint
 from .message import Message
@@ -20,6 +21,7 @@ DEFAULT_TIME_TO_LIVE_SECS = 7200
 """Global time-to-live when the manifest sets none (the deployment template's default)."""
 
 _SOURCE_CACHE_LIMIT = 4096
+Evaluate = Callable[[Message], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +60,19 @@ class RouteTable:
             RoutedEndpoint(r.endpoint, r.priority, r.time_to_live_secs or global_ttl_secs, r.name)
             for r in self.routes
         )
-        self._by_source: dict[str, tuple[tuple[Route, RoutedEndpoint], ...]] = {}
+        self._by_source: dict[str, tuple[tuple[str, Evaluate | None, RoutedEndpoint], ...]] = {}
         self.hits: dict[str, int] = {r.name: 0 for r in self.routes}
         self.unrouted = 0
 
     def __len__(self) -> int:
         return len(self.routes)
 
-    def _candidates(self, source: str) -> tuple[tuple[Route, RoutedEndpoint], ...]:
+    def _candidates(self, source: str) -> tuple[tuple[str, Evaluate | None, RoutedEndpoint], ...]:
+        """(name, condition or None when it is just ``true``, copy) of the routes whose FROM matches."""
         found = self._by_source.get(source)
         if found is None:
             found = tuple(
-                (r, copy)
+                (r.name, None if r.condition.text.strip() == "true" else r.condition.evaluate, copy)
                 for r, copy in zip(self.routes, self._copies, strict=True)
                 if r.matches_source(source)
             )
@@ -80,12 +83,23 @@ class RouteTable:
 
     def route(self, message: Message) -> list[RoutedEndpoint]:
         """The endpoints ``message`` goes to: one copy per endpoint, lowest priority number first wins."""
-        best: dict[str, RoutedEndpoint] = {}
+        source = message.source
+        candidates = self._by_source.get(source) or self._candidates(source)
+
         hits = self.hits
-        for route, copy in self._candidates(message.source):
-            if route.condition.evaluate(message) is True:
-                hits[route.name] += 1
+        if len(candidates) == 1:  # the common case: one route takes what this source sends
+            name, evaluate, copy = candidates[0]
+            if evaluate is None or evaluate(message) is True:
+                hits[name] += 1
+                return [copy]
+            self.unrouted += 1
+            return []
+        best: dict[str, RoutedEndpoint] = {}
+        for name, evaluate, copy in candidates:
+            if evaluate is None or evaluate(message) is True:
+                hits[name] += 1
                 key = copy.endpoint.id
+
                 current = best.get(key)
                 if current is None or copy.priority < current.priority:
                     best[key] = copy

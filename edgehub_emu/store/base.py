@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..routing import Message, RoutedEndpoint
@@ -36,6 +36,7 @@ class Entry:
     message: Message
     expires_at: float
     route: str
+    lane: Lane | None = field(default=None, repr=False)  # the store's own bookkeeping
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,26 +129,21 @@ class Lanes:
     """Lanes by endpoint, in priority order, and the expired counts: what both stores keep in memory."""
 
     def __init__(self) -> None:
-        self.by_endpoint: dict[str, list[Lane]] = {}
+        self.by_endpoint: dict[str, list[Lane]] = {}  # in priority order
         self.expired: dict[str, int] = {}
+        self.by_key: dict[tuple[str, int], Lane] = {}  # by (endpoint, priority)
 
     def lane(self, endpoint_id: str, priority: int, key: int = 0) -> Lane:
-        lanes = self.by_endpoint.get(endpoint_id)
-        if lanes is None:
-            lanes = self.by_endpoint[endpoint_id] = []
-        for lane in lanes:
-            if lane.priority == priority:
-                return lane
-        lane = Lane(endpoint_id, priority, key)
-        lanes.append(lane)
-        lanes.sort(key=lambda item: item.priority)
+        lane = self.by_key.get((endpoint_id, priority))
+        if lane is None:
+            lane = self.by_key[(endpoint_id, priority)] = Lane(endpoint_id, priority, key)
+            lanes = self.by_endpoint.setdefault(endpoint_id, [])
+            lanes.append(lane)
+            lanes.sort(key=lambda item: item.priority)
         return lane
 
     def find(self, endpoint_id: str, priority: int) -> Lane | None:
-        for lane in self.by_endpoint.get(endpoint_id, ()):
-            if lane.priority == priority:
-                return lane
-        return None
+        return self.by_key.get((endpoint_id, priority))
 
     def count_expired(self, endpoint_id: str, n: int = 1) -> None:
         self.expired[endpoint_id] = self.expired.get(endpoint_id, 0) + n

@@ -268,7 +268,7 @@ class LogStore:
 
     def _lane(self, endpoint_id: str, priority: int) -> Lane:
         lane = self._lanes.find(endpoint_id, priority)
-        if lane is None:
+        if lane is None:  # a new lane: numbered, and the number written down before any record uses it
             key = len(self._by_key)
             lane = self._lanes.lane(endpoint_id, priority, key)
             self._by_key[key] = lane
@@ -284,20 +284,30 @@ class LogStore:
         sequence = self._next_sequence
         self._next_sequence = sequence + 1
         now = self.clock()
-        placed = [(self._lane(c.endpoint.id, c.priority), now + c.time_to_live_secs, c.route) for c in copies]
+        lanes = self._lanes.by_key
+        placed = []
+        keyed = []
+        for c in copies:
+            lane = lanes.get((c.endpoint.id, c.priority)) or self._lane(c.endpoint.id, c.priority)
+            expiry = now + c.time_to_live_secs
+            placed.append((lane, expiry, c.route))
+            keyed.append((lane.key, expiry, c.route))
         payload = pickle.dumps(
             (
                 sequence,
                 message.enqueued_time,
-                [(lane.key, expiry, route) for lane, expiry, route in placed],
+                keyed,
                 message.body,
                 message.properties,
                 message.system_properties,
             ),
             5,
         )
-        self._records.append(_HEADER.pack(len(payload), crc32(payload)) + payload)
+        records = self._records
+        records.append(_HEADER.pack(len(payload), crc32(payload)))
+        records.append(payload)
         self._adds.append((sequence, message, placed, _HEADER.size + len(payload)))
+
         self._callbacks.append(stored)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -333,13 +343,16 @@ class LogStore:
                 index = segment.lanes.get(lane.key)
                 if index is None:
                     index = segment.lanes[lane.key] = _LaneIndex()
-                index.append(sequence, offset, length, expiry)
+                index.sequences.append(sequence)
+                index.offsets.append(offset)
+                index.lengths.append(length)
+                index.expiries.append(expiry)
                 lane.count += 1
                 lane.last_sequence = sequence
                 if lane.spill is None:
                     if len(lane.ready) < IN_MEMORY:
                         lane.ready.append(
-                            Entry(sequence, lane.endpoint_id, lane.priority, message, expiry, route)
+                            Entry(sequence, lane.endpoint_id, lane.priority, message, expiry, route, lane)
                         )
                     else:
                         lane.spill = (segment.number, len(index.sequences) - 1)
@@ -448,13 +461,19 @@ class LogStore:
         message = Message(
             body=body, properties=properties, system_properties=system_properties, enqueued_time=enqueued
         )
-        return Entry(sequence, lane.endpoint_id, lane.priority, message, index.expiries[i], route)
+        return Entry(sequence, lane.endpoint_id, lane.priority, message, index.expiries[i], route, lane)
 
     def ack(self, entry: Entry) -> None:
-        lane = self._lanes.find(entry.endpoint_id, entry.priority)
-        if lane is not None and lane.unlease(entry):
-            lane.count -= 1
-            self._checkpoints_dirty = True
+        lane = entry.lane
+        if lane is None:
+            return
+        leased = lane.leased
+        if leased and leased[0] is entry:  # Lane.unlease, inlined: one ack per message
+            leased.popleft()
+        elif not lane.unlease(entry):
+            return
+        lane.count -= 1
+        self._checkpoints_dirty = True
 
     def release(self, entries: Iterable[Entry]) -> None:
         by_lane: dict[tuple[str, int], list[Entry]] = {}

@@ -31,7 +31,15 @@ class MemoryStore:
             endpoint_id = copy.endpoint.id
             lane = lanes.lane(endpoint_id, copy.priority)
             lane.ready.append(
-                Entry(sequence, endpoint_id, copy.priority, message, now + copy.time_to_live_secs, copy.route)
+                Entry(
+                    sequence,
+                    endpoint_id,
+                    copy.priority,
+                    message,
+                    now + copy.time_to_live_secs,
+                    copy.route,
+                    lane,
+                )
             )
             lane.count += 1
             lane.last_sequence = sequence
@@ -57,7 +65,7 @@ class MemoryStore:
         return None
 
     def ack(self, entry: Entry) -> None:
-        lane = self._lanes.find(entry.endpoint_id, entry.priority)
+        lane = entry.lane
         if lane is not None and lane.unlease(entry):
             lane.count -= 1
 

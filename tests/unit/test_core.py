@@ -69,7 +69,7 @@ def registry() -> IdentityRegistry:
 
 def core(registry: IdentityRegistry, routes: list[str] = ()) -> HubCore:
     table = RouteTable(compile_route(f"r{i}", text, device_id="edge") for i, text in enumerate(routes))
-    return HubCore("edge", registry, [HUB], TwinStore(), MemoryStore(), lambda: table)
+    return HubCore("edge", registry, [HUB], TwinStore(), MemoryStore(), table)
 
 
 # --- connections -----------------------------------------------------------------------------------

@@ -88,10 +88,12 @@ class Module:
         self.inbox.append((input_name, message.body, token, settle))
         return SendOutcome.SENT
 
-    def ack_all(self) -> None:
+    async def ack_all(self) -> None:
+        """Acknowledge everything received, as one read of PUBACKs; the window refills after them."""
         inbox, self.inbox = self.inbox, []
         for *_, token, settle in inbox:
             settle(token, True)
+        await asyncio.sleep(0)
 
     def lose_connection(self) -> None:
         self.connected = False
@@ -148,9 +150,9 @@ async def test_messages_wait_until_the_module_listens_then_flow_within_the_windo
     assert module.inbox == []
     connections.set_features("edge/filter", module, [MODULE_MESSAGES])
     assert bodies(module) == ["m0", "m1", "m2", "m3"]
-    module.ack_all()
+    await module.ack_all()
     assert bodies(module) == ["m4", "m5"]
-    module.ack_all()
+    await module.ack_all()
     assert store.depth(IN1.id) == {}
 
 
@@ -161,7 +163,7 @@ async def test_inputs_take_turns_in_one_window_per_module() -> None:
     module = Module()
     connections.connect(IDENTITY, module, 10**10, [MODULE_MESSAGES])
     assert bodies(module) == ["a0", "b0"]
-    module.ack_all()
+    await module.ack_all()
     assert bodies(module) == ["a1", "b1"]
 
 
@@ -176,8 +178,8 @@ async def test_what_a_lost_connection_held_comes_again_in_order_on_the_next() ->
     second = Module()
     connections.connect(IDENTITY, second, 10**10, [MODULE_MESSAGES])
     assert bodies(second) == ["m0", "m1", "m2", "m3"]  # at once, without anything new routed
-    second.ack_all()
-    second.ack_all()
+    await second.ack_all()
+    await second.ack_all()
     assert store.depth(IN1.id) == {}
 
 
@@ -191,7 +193,7 @@ async def test_a_new_connection_takes_over_deliveries_the_old_one_never_settled(
     assert [t.message.body for t in first.abandoned] == [b"m0", b"m1"]
     assert first.inbox == []  # forgotten there: an acknowledgement coming late settles nothing
     assert bodies(second) == ["m0", "m1"]
-    second.ack_all()
+    await second.ack_all()
     assert bodies(second) == ["m2"]
 
 

@@ -117,3 +117,15 @@ def test_mqtt5_connect_is_an_unsupported_level():
 def test_arbitrary_bytes_decode_or_raise_protocol_error(data: bytes):
     with contextlib.suppress(ProtocolError):
         Decoder(max_packet_size=1024).feed(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 60, 127, 128, 500, 16_383, 16_384, 70_000])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_the_delivery_fast_path_writes_what_the_encoder_writes(size: int, qos: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    packet_id = 513 if qos else None
+    expected = encode(
+        Publish("devices/d/modules/m/inputs/in1/%24.cdid=d", payload, qos, True, True, packet_id)
+    )
+    topic = "devices/d/modules/m/inputs/in1/%24.cdid=d"
+    assert codec.publish_bytes(topic, payload, qos, packet_id, dup=True, retain=True) == expected

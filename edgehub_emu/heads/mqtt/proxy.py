@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any
 
 from ...core import SendOutcome, Settle
-from ...iothub import c2d_topic, desired_patch_topic, method_request_topic, module_input_topic
+from ...iothub import c2d_topic, desired_patch_topic, method_request_topic, outbound_bag
 from ...mqtt.session import NotConnected, Session
 from ...routing import Message
 
@@ -23,28 +23,33 @@ TRANSPORTS = {"tls": "mqtt", "tcp": "mqtt (plain)", "websocket": "mqtt over webs
 
 
 class MqttProxy:
-    __slots__ = ("device_id", "module_id", "session", "transport")
+    __slots__ = ("_inputs", "device_id", "module_id", "session", "transport")
 
     def __init__(self, session: Session, device_id: str, module_id: str | None) -> None:
         self.session = session
         self.device_id = device_id
         self.module_id = module_id
         self.transport = "mqtt"
+        self._inputs: dict[str, str] = {}  # input name -> the address of its deliveries
 
     def send_to_input(self, input_name: str, message: Message, token: Any, settle: Settle) -> SendOutcome:
         session = self.session
         if session.connection is None or self.module_id is None:
             return SendOutcome.UNAVAILABLE
-        topic = module_input_topic(
-            self.device_id, self.module_id, input_name, message.properties, message.system_properties
-        )
-        qos = session.granted_qos(topic)
+        address = self._inputs.get(input_name)
+        if address is None:
+            address = self._inputs[input_name] = (
+                f"devices/{self.device_id}/modules/{self.module_id}/inputs/{input_name}"
+            )
+        bag = outbound_bag(message.properties, message.system_properties)
+        qos = session.subscriptions.granted_qos_at(address, bag)
         if qos is None:
             return SendOutcome.REJECTED
+        topic = f"{address}/{bag}" if bag else address
         if qos == 0:
             session.publish(topic, message.body, 0)
             return SendOutcome.DELIVERED
-        session.publish(topic, message.body, 1, token=token, settle=settle)
+        session.publish(topic, message.body, 1, False, token, settle)
         return SendOutcome.SENT
 
     def abandon(self, tokens: Collection[Any]) -> None:
