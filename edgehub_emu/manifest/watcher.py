@@ -36,7 +36,10 @@ async def watch_manifest(
             log.warning("%s is gone: the deployment loaded from it keeps running", path)
             continue
         try:
-            apply(load())
+            # Read, validate and compile off the event loop (a big manifest takes a while): connections
+            # keep being served; applying what compiled is quick (routes are remembered compiled).
+            apply(await asyncio.to_thread(load))
+
         except ManifestError as exc:
             log.error("kept the previous deployment: %s", exc)
         except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, nested too deep

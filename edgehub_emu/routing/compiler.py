@@ -15,6 +15,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from . import ast
@@ -514,6 +515,7 @@ def parse_condition(text: str) -> ast.Expr:
     return ast.build(parse_prefix(text, "condition.lark", condition=True).tree)
 
 
+@lru_cache(maxsize=4096)
 def compile_condition(text: str, route_source: str | None = None) -> CompiledCondition:
     """Parse, type-check and compile a condition.
 

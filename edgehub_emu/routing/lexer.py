@@ -75,6 +75,84 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("UNKNOWN_CHAR", re.compile(r".", re.DOTALL)),
 ]
 
+# What each rule's match can start with (a superset is fine, a subset is a bug; a test compares the
+# lexer with one that tries every rule everywhere). Most positions need three or four rules, not 40.
+_ANY = re.compile(r".", re.DOTALL)
+_FIRST: dict[str, re.Pattern[str]] = {
+    "SELECT": re.compile(r"[sS]"),
+    "FROM": re.compile(r"[fF]"),
+    "WHERE": re.compile(r"[wW]"),
+    "INTO": re.compile(r"[iI]"),
+    "STRING": re.compile(r"[\"']"),
+    "UNTERMINATED_STRING": re.compile(r"[\"']"),
+    "INTEGER": re.compile(r"[-0-9]"),
+    "HEX": re.compile(r"0"),
+    "REAL": re.compile(r"[-0-9.eE]"),
+    "TRUE": re.compile(r"t"),
+    "FALSE": re.compile(r"f"),
+    "NULL": re.compile(r"n"),
+    "UNDEFINED": re.compile(r"u"),
+    "AND": re.compile(r"[aA]"),
+    "OR": re.compile(r"[oO]"),
+    "NOT": re.compile(r"[nN]"),
+    "OP_NE1": re.compile(r"!"),
+    "OP_NE2": re.compile(r"<"),
+    "OP_LE": re.compile(r"<"),
+    "OP_GE": re.compile(r">"),
+    "OP_CONCAT": re.compile(r"\|"),
+    "OP_COALESCE": re.compile(r"\?"),
+    "SYS_PROP": re.compile(r"\$"),
+    "ID": _ANY,
+    "QUERY_PATH": _ANY,
+    "WS": re.compile(r"[ \t\r\n]"),
+    "COMMENT": re.compile(r"/"),
+    "UNKNOWN_CHAR": _ANY,
+}
+_BY_FIRST: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+# Words: where only keywords, ID, QUERY_PATH and UNKNOWN_CHAR can start, the outcome follows from two
+# matches. QUERY_PATH's characters include all of ID's, so it is never shorter; on equal length ID wins,
+# and a keyword wins only when the whole ID is that keyword (keywords are made of ID characters).
+_KEYWORDS_ANY_CASE = {"select": "SELECT", "from": "FROM", "where": "WHERE", "into": "INTO"}
+_KEYWORDS_ANY_CASE |= {"and": "AND", "or": "OR", "not": "NOT"}
+_KEYWORDS_LOWER = {"true": "TRUE", "false": "FALSE", "null": "NULL", "undefined": "UNDEFINED"}
+_WORD_RULES = {*_KEYWORDS_ANY_CASE.values(), *_KEYWORDS_LOWER.values(), "ID", "QUERY_PATH", "UNKNOWN_CHAR"}
+_RULE = dict(_RULES)
+_ID, _QUERY_PATH = _RULE["ID"], _RULE["QUERY_PATH"]
+_WORD: list[tuple[str, re.Pattern[str]]] = []  # the marker a word-start character gets in _BY_FIRST
+
+
+def _rules_for(char: str) -> list[tuple[str, re.Pattern[str]]]:
+    rules = _BY_FIRST.get(char)
+    if rules is None:
+        rules = [
+            (kind, pattern)
+            for kind, pattern in _RULES
+            if (_FIRST[kind].match(char) if kind in _FIRST else pattern.match(char)) is not None
+        ]
+        kinds = {kind for kind, _ in rules}
+        if kinds <= _WORD_RULES and _ID.match(char) is not None:
+            rules = _WORD
+        else:  # UNKNOWN_CHAR, one character, last in order: it wins only where nothing else matches
+            rules = [(kind, pattern) for kind, pattern in rules if kind != "UNKNOWN_CHAR"]
+        if len(_BY_FIRST) < 4096:
+            _BY_FIRST[char] = rules
+    return rules
+
+
+def _word(source: str, pos: int) -> tuple[str, int]:
+    id_end = _ID.match(source, pos).end()  # type: ignore[union-attr]  # a word start is an ID start
+    path_end = _QUERY_PATH.match(source, pos).end()  # type: ignore[union-attr]
+    if path_end > id_end:
+        return "QUERY_PATH", path_end - pos
+    if id_end - pos <= 9:
+        text = source[pos:id_end]
+        kind = _KEYWORDS_LOWER.get(text) or _KEYWORDS_ANY_CASE.get(text.lower())
+        if kind is not None:
+            return kind, id_end - pos
+    return "ID", id_end - pos
+
+
 SKIPPED = frozenset({"WS", "COMMENT"})
 """Token types the parser never sees (ANTLR: ``-> skip`` and the hidden channel)."""
 
@@ -100,18 +178,35 @@ def tokenize(source: str) -> Lexed:
     comments: list[Token] = []
     pos = 0
     n = len(source)
+    line, line_start = 1, 0  # kept as we go: a line and column for each token without rescanning
+    by_first = _BY_FIRST
     while pos < n:
         best_kind = ""
         best_len = 0
-        for kind, pattern in _RULES:
-            m = pattern.match(source, pos)
-            if m is not None and m.end() - pos > best_len:
-                best_kind, best_len = kind, m.end() - pos
+        char = source[pos]
+        rules = by_first.get(char)
+        if rules is None:
+            rules = _rules_for(char)
+        if rules is _WORD:
+            best_kind, best_len = _word(source, pos)
+        else:
+            for kind, pattern in rules:
+                m = pattern.match(source, pos)
+                if m is not None:
+                    length = m.end() - pos
+                    if length > best_len:
+                        best_kind, best_len = kind, length
+            if not best_len:
+                best_kind, best_len = "UNKNOWN_CHAR", 1
+
         text = source[pos : pos + best_len]
-        if best_kind == "COMMENT":
-            comments.append(_token(best_kind, text, pos, source))
-        elif best_kind != "WS":
-            tokens.append(_token(best_kind, text, pos, source))
+        if best_kind != "WS":
+            token = Token(best_kind, text, pos, line, pos - line_start + 1, None, None, pos + best_len)
+            (comments if best_kind == "COMMENT" else tokens).append(token)
+        newlines = text.count("\n")
+        if newlines:
+            line += newlines
+            line_start = pos + text.rfind("\n") + 1
         pos += best_len
     return Lexed(tokens, comments)
 

@@ -10,7 +10,7 @@ them: an unmatched ``)``, an unknown character, an unterminated string.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from lark import Lark, Token, Tree
@@ -74,6 +74,7 @@ def _glued_operator_hint(token: Token) -> str:
     return ""
 
 
+@lru_cache(maxsize=4096)
 def parse_prefix(text: str, grammar: str, *, condition: bool) -> Parsed:
     """Parse the longest accepted prefix of ``text``; raise RouteSyntaxError if it does not form one.
 
@@ -82,7 +83,13 @@ def parse_prefix(text: str, grammar: str, *, condition: bool) -> Parsed:
     """
     lexed = tokenize(text)
     tokens = lexed.tokens
-    interactive = _parser(grammar).parse_interactive([])
+    parser = _parser(grammar)
+    try:  # most texts are one whole route or condition: one plain parse, no token-by-token probing
+        return Parsed(parser.parse(tokens), list(tokens), [], lexed.comments)
+    except UnexpectedInput:
+        pass
+    interactive = parser.parse_interactive([])
+
     consumed: list[Token] = []
     index = 0
     while index < len(tokens):

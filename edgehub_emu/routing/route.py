@@ -8,12 +8,14 @@ fails is an error for the whole configuration (``manifest/`` collects them all).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from lark import Token
 
 from .compiler import CompiledCondition, compile_condition
 from .endpoints import Endpoint, ModuleEndpoint, UpstreamEndpoint, parse_brokered_address
-from .errors import EndpointError, Problem
+from .errors import EndpointError, Problem, RouteSyntaxError
+from .lexer import tokenize
 from .parser import parse_prefix
 
 DEFAULT_PRIORITY = 2_000_000_000
@@ -62,10 +64,57 @@ def _span(text: str, tokens: list[Token]) -> str:
     return text[tokens[0].start_pos : tokens[-1].end_pos]
 
 
+def _plain_route(text: str) -> tuple[list[Token], list[Token], list[Token]] | None:
+    """(tokens of the route, ignored tokens after it, comments) when ``text`` has the plain shape,
+    ``[SELECT *] FROM /a/b [WHERE condition] INTO sink``, and its condition parses whole; None when it
+    needs ``route.lark`` (which then also gives edgeHub's error). The condition's parse is the one its
+    compilation uses, so a route's condition is parsed once, not twice."""
+    lexed = tokenize(text)
+    tokens = lexed.tokens
+    kinds = [t.type for t in tokens]
+    i = 2 if kinds[:2] == ["SELECT", "OP_MUL"] else 0
+    if i >= len(kinds) or kinds[i] != "FROM":
+        return None
+    i += 1
+    source_start = i
+    while i + 1 < len(kinds) and kinds[i] == "OP_DIV" and kinds[i + 1] in ("OP_MUL", "ID"):
+        i += 2
+    if i == source_start or i >= len(kinds):
+        return None
+    if kinds[i] == "WHERE":
+        if "INTO" not in kinds[i + 2 :]:
+            return None
+        into = kinds.index("INTO", i + 2)
+        condition = text[tokens[i + 1].start_pos : tokens[into - 1].end_pos]
+        try:
+            if parse_prefix(condition, "condition.lark", condition=True).rest:
+                return None
+        except RouteSyntaxError:
+            return None
+        i = into
+    if kinds[i] != "INTO":
+        return None
+    i += 1
+    if kinds[i : i + 1] == ["SYS_PROP"]:
+        end = i + 1
+    elif kinds[i : i + 4] == ["ID", "LPAR", "STRING", "RPAR"]:
+        end = i + 4
+    else:
+        return None
+    return tokens[:end], tokens[end:], lexed.comments
+
+
+@lru_cache(maxsize=4096)
 def parse_route(text: str) -> ParsedRoute:
-    """Split a route string into source, condition text and sink; raise RouteSyntaxError if invalid."""
-    parsed = parse_prefix(text, "route.lark", condition=False)
-    tokens = parsed.consumed
+    """Split a route string into source, condition text and sink; raise RouteSyntaxError if invalid.
+    Remembered: a manifest is validated and then compiled, and reloads repeat most of its routes."""
+    plain = _plain_route(text)
+    if plain is None:
+        parsed = parse_prefix(text, "route.lark", condition=False)
+        tokens, rest, comments = parsed.consumed, parsed.rest, parsed.comments
+    else:
+        tokens, rest, comments = plain
+
     kinds = [t.type for t in tokens]
     start = kinds.index("FROM") + 1
     into = kinds.index("INTO")
@@ -83,14 +132,14 @@ def parse_route(text: str) -> ParsedRoute:
             line=first.line or 1,
             column=first.column or 1,
         )
-    tail = text[parsed.rest[0].start_pos :].strip() if parsed.rest else ""
+    tail = text[rest[0].start_pos :].strip() if rest else ""
     return ParsedRoute(
         text=text,
         source=normalize_source(source),
         condition=condition,
         sink=sink,
         ignored_tail=tail,
-        comments=tuple(str(c) for c in parsed.comments),
+        comments=tuple(str(c) for c in comments),
     )
 
 

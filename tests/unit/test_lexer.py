@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from edgehub_emu.routing import lexer
 from edgehub_emu.routing.lexer import tokenize
 
 
@@ -74,11 +75,51 @@ def test_positions_are_one_based_lines_and_columns():
     assert (token.line, token.column) == (2, 3)
 
 
-@given(st.text(max_size=80))
-def test_lexer_consumes_any_text(text: str):
+ROUTE_ALPHABET = st.sampled_from(list("aAeEfFnNoOsStTuUwWxX019.-+*/%=!<>|?$()[]{},;:@\\\"' \t\n_#&é\x00"))
+KEYWORDS = ["select", "FROM", "Where", "INTO", "and", "Or", "NOT", "true", "TRUE", "false", "null", "undefined"]
+PIECES = ["fromage", "a[0]", "x]", "é", "e5", "E", "_", "'", "$x", "-", "1", " ", "/", "(", "=", "#"]
+WORDS = st.sampled_from([*KEYWORDS, *PIECES])
+
+route_like_text = (
+    st.lists(ROUTE_ALPHABET, max_size=60).map("".join)
+    | st.lists(WORDS, max_size=20).map("".join)
+    | st.text(max_size=60)
+)
+
+
+def every_rule_everywhere(source: str) -> list[tuple[str, str]]:
+    """The lexer without its first-character table: each rule tried at each position."""
+    out, pos = [], 0
+    while pos < len(source):
+        best_kind, best_len = "", 0
+        for kind, pattern in lexer._RULES:
+            m = pattern.match(source, pos)
+            if m is not None and m.end() - pos > best_len:
+                best_kind, best_len = kind, m.end() - pos
+        if best_kind not in lexer.SKIPPED:
+            out.append((best_kind, source[pos : pos + best_len]))
+        pos += best_len
+    return out
+
+
+@given(route_like_text)
+def test_the_lexer_covers_every_character_once_with_only_white_space_between(text: str):
     lexed = tokenize(text)
-    covered = sum(len(str(t)) for t in [*lexed.tokens, *lexed.comments])
-    assert covered == len("".join(text.split())) or covered <= len(text)
+    position = 0
+    for token in sorted([*lexed.tokens, *lexed.comments], key=lambda t: t.start_pos):
+        assert text[position : token.start_pos].strip(" \t\r\n") == ""
+        assert text[token.start_pos : token.end_pos] == str(token)
+        position = token.end_pos
+    assert text[position:].strip(" \t\r\n") == ""
+
+
+@settings(max_examples=400)
+@example("a != b <> c <= d >= e || f ?? g /* x */ $h {$i} 'j'AND -1.5e3 0x1F undefined")
+@example("SELECT * FROM /messages/* WHERE a[0]=true AND nullx = null INTO $upstream")
+@given(route_like_text)
+def test_the_first_character_table_changes_no_token(text: str):
+
+    assert [(t.type, str(t)) for t in tokenize(text).tokens] == every_rule_everywhere(text)
 
 
 @pytest.mark.parametrize("keyword", ["select", "FROM", "Where", "into", "AnD", "oR", "NoT"])
