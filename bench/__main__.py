@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from . import fixture_bench, mqtt_bench, routing_bench, store_bench
+from . import backlog_bench, brokers_bench, fixture_bench, mqtt_bench, routing_bench
 
 
 def main() -> int:
     print("edgehub-emu benchmarks on this machine (what each figure measures: bench/*.py docstrings)\n")
-    results = routing_bench.run()
+    table, results = brokers_bench.run()
+    print("\n".join(table) + "\n")
+    results += routing_bench.run()
+    results += backlog_bench.run()
     results += mqtt_bench.run()
-    results += store_bench.run()
     results += fixture_bench.run()
     width = max(len(r.name) for r in results)
     missed = 0

@@ -322,20 +322,30 @@ class Arrivals:
             self.done.set()
 
 
+BACKLOG = 1000
+"""At most this many messages of a pair published and not yet received: a real source does not outrun
+its consumer forever, and a store-and-forward hub should be measured at the rate it sustains."""
+
+
 def send_and_count(
     target: Target, count: int, size: int, timeout: float, start_at: float = 0.0
 ) -> tuple[int, float, float]:
     """Publish ``count`` QoS 1 messages of ``size`` bytes through one subscribed pair (from ``start_at``,
-    a wall-clock time); (messages received, when sending began, when the last arrived or time ran out)."""
+    a wall-clock time), at most BACKLOG ahead of the subscriber; (messages received, when sending began,
+    when the last arrived or time ran out)."""
     arrivals = Arrivals(count)
     subscriber, publisher = subscribed_pair(target, arrivals.on_message)
     payload = b"x" * size
     while time.time() < start_at:
         time.sleep(0.001)
     began = time.time()
-    for _ in range(count):
+    deadline = began + timeout
+    for sent in range(count):
+        while sent - arrivals.received >= BACKLOG and time.time() < deadline:
+            time.sleep(0.0005)
         publisher.publish(target.publish_topic, payload, qos=1)
-    arrivals.done.wait(timeout)
+    arrivals.done.wait(max(0.0, deadline - time.time()))
+
     ended = time.time()
     for c in (publisher, subscriber):
         c.disconnect()

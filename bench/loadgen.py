@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import resource
 import ssl
+import statistics
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from edgehub_emu.mqtt.codec import Connect, Subscribe, encode
 
@@ -106,6 +108,14 @@ class Publisher(_Client):
         self.sent += n
         return b"".join(out)
 
+    def send_stamped(self) -> None:
+        """One PUBLISH whose first 8 payload bytes are the time it is written (for latency)."""
+        self._next_id = self._next_id % 65535 + 1
+        stamp = struct.pack(">d", time.perf_counter())
+        assert self.transport is not None
+        self.transport.write(self._head + self._next_id.to_bytes(2, "big") + stamp + self._payload[8:])
+        self.sent += 1
+
     def start(self) -> None:
         self.began = time.perf_counter()
         assert self.transport is not None
@@ -138,6 +148,7 @@ class Subscriber(_Client):
         self.last = 0.0
         self.done = asyncio.get_running_loop().create_future()
         self._buffer = b""
+        self.stamps: list[float] | None = None  # latencies, when the publisher stamps its payloads
 
     def received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -145,6 +156,7 @@ class Subscriber(_Client):
         pos = 0
         acks = []
         count = 0
+        stamps, now = self.stamps, time.perf_counter()
         while pos + 2 <= end:
             first = buffer[pos]
             # remaining length, 1 to 4 bytes
@@ -168,6 +180,8 @@ class Subscriber(_Client):
                 at = index + 2 + topic_length
                 acks.append(buffer[at : at + 2])
                 count += 1
+                if stamps is not None:
+                    stamps.append(now - struct.unpack_from(">d", buffer, at + 2)[0])
             elif first & 0xF0 == 0x30:
                 count += 1
             pos = index + length
@@ -246,6 +260,47 @@ async def _run(
     return LoadResult(received, ended - began, cpu / max(received, 1) * 1e6)
 
 
+async def _latency(target: Target, rate: int, seconds: float) -> tuple[float, float]:
+    total = int(rate * seconds)
+    subscribe = encode(Subscribe(1, [(target.subscribe_filter, 1)]))
+    subscriber = Subscriber(_connect_bytes(target.subscriber), subscribe, total)
+    subscriber.stamps = []
+    await _open(target, subscriber)
+    publisher = Publisher(_connect_bytes(target.publisher), target.publish_topic, b"\0" * 64, 0, 0)
+    await _open(target, publisher)
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        now = time.perf_counter()
+        if now < due:
+            await asyncio.sleep(due - now)
+        publisher.send_stamped()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(subscriber.done, 10)
+    for c in (publisher, subscriber):
+        if c.transport is not None:
+            c.transport.close()
+    ordered = sorted(subscriber.stamps)
+    if not ordered:
+        return float("nan"), float("nan")
+    return statistics.median(ordered) * 1000, ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000
+
+
+def latency(target: Target, rate: int = 1000, seconds: float = 4.0) -> tuple[float, float]:
+    """p50 and p99 publish-to-delivery latency in ms at a steady ``rate``, each PUBLISH stamped with the
+    time it is written and each delivery timed when it is read (one pair, 64-byte payloads)."""
+    return _run_loop(_latency(target, rate, seconds))
+
+
+def _run_loop(coroutine: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
+
+
 def run_pairs(
     targets: list[Target],
     count: int,
@@ -257,9 +312,5 @@ def run_pairs(
     """``count`` QoS 1 messages through each target's publisher/subscriber pair, all at once; at most
     ``backlog`` messages of a pair published and not yet received (as a real source, which does not
     outrun its consumer forever), so that a store-and-forward hub is measured at the rate it sustains."""
-    try:
-        import uvloop
-
-        return uvloop.run(_run(targets, count, size, window, timeout, backlog))
-    except ImportError:
-        return asyncio.run(_run(targets, count, size, window, timeout, backlog))
+    result: LoadResult = _run_loop(_run(targets, count, size, window, timeout, backlog))
+    return result

@@ -291,7 +291,7 @@ def run(
         None,
         "--delivery-window",
         min=1,
-        help="Module deliveries in flight per client [16]; 1 paces like edgeHub.",
+        help="Module deliveries in flight per client [64]; 1 paces like edgeHub.",
     ),
     local_modules: Path | None = typer.Option(
         None,

@@ -63,7 +63,7 @@ class Settings:
     watch_manifest: bool = False  # reload the manifest file when it changes
     upstream_keep_count: int = 100_000
     upstream_keep_seconds: float = 604_800.0
-    delivery_window: int = 16
+    delivery_window: int = 64
     delivery_retry_first: float = 1.0  # the first pause of edgeHub's endpoint retry back-off (1 s … 60 s)
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0

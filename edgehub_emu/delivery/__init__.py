@@ -31,7 +31,7 @@ __all__ = [
 
 log = logging.getLogger("edgehub_emu.delivery")
 
-DEFAULT_WINDOW = 16
+DEFAULT_WINDOW = 64
 """Module deliveries in flight per client. edgeHub keeps one; a module cannot tell the difference (its
 MQTT client acknowledges before the handler runs) and order and at-least-once hold either way, so we
 pipeline for speed. ``--delivery-window 1`` gives edgeHub's exact pacing."""

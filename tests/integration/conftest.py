@@ -209,12 +209,20 @@ class HubSubprocess(HubProcess):
     """`edgehub-emu run` as a real process on free ports (the example deployment unless ``-m`` is given),
     and paho clients for its modules."""
 
-    def __init__(self, data: Path, *args: str, device_id: str = DEVICE) -> None:
+    def __init__(
+        self,
+        data: Path,
+        *args: str,
+        device_id: str = DEVICE,
+        manifest: Path = ROOT / "config" / "deployment.json",
+        modules: list[str] = MODULES,
+    ) -> None:
         self.device_id = device_id
+        self.modules = modules
         super().__init__(
             data,
             "-m",
-            str(ROOT / "config" / "deployment.json"),
+            str(manifest),
             "--no-watch",
             "--device-id",
             device_id,
@@ -225,7 +233,8 @@ class HubSubprocess(HubProcess):
         self.ca = self.ca_file
 
     def client(self, module: str, on_message=None) -> mqtt.Client:
-        registry = IdentityRegistry(self.device_id, MODULES, path=self.data / "identities.json")
+        registry = IdentityRegistry(self.device_id, self.modules, path=self.data / "identities.json")
+
         ident = registry.module(module)
         assert ident is not None
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident.id, protocol=mqtt.MQTTv311)

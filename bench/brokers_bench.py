@@ -1,0 +1,191 @@
+"""The durable routed hub beside mosquitto, amqtt and its own broker mode, measured the same way in one
+run, with both load generators.
+
+Each broker gets three publisher/subscriber pairs of 64-byte QoS 1 messages:
+
+- mosquitto and amqtt: plain pub/sub on ``bench/{i}``, anonymous;
+- the hub's broker mode (``mqttBroker``, ``--dev``): the same plain pub/sub on user topics;
+- the durable routed hub: ``sensor{i}`` publishes telemetry on ``outputs/out``, a route sends it to
+  ``filter{i}``'s input, through the durable message log (PUBACK after the commit).
+
+Two load generators drive them: ``loadgen`` (one process, pre-encoded packets, a few microseconds per
+message, so that the broker is what is measured) and paho (one process per pair, as real modules look,
+with the backlog capped as a real source's would be). For every broker and generator the report gives
+msg/s, the ratio to mosquitto with the same generator, the **broker's CPU per message** (its user plus
+system time from /proc over the run, divided by the messages), the generator's CPU per message, p50/p99
+latency at a steady 1,000 msg/s, and the broker's peak RSS. Each throughput figure is the median of
+``RUNS`` runs, each sized to last about ``SECONDS``.
+
+Targets (issue 12): durable routed hub >= 0.8x mosquitto's msg/s with paho; broker CPU per routed
+durable message <= 25 us; >= 0.35x mosquitto with the cheap generator; p99 <= 2 ms at 1,000 msg/s over
+TLS.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import loadgen
+from .harness import AMQTT, Amqtt, CpuMeter, HubProcess, Mosquitto, Target, pair_throughput
+from .mqtt_bench import latency as paho_latency
+from .report import Result
+
+PAIRS = 3
+SIZE = 64
+RUNS = 3
+SECONDS = 2.0
+PROBE = 2_000  # messages per pair in the run that sizes the measured ones
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One broker under test: its process, its pairs, and (for the hub) a TLS pair for latency."""
+
+    name: str
+    pid: int
+    targets: list[Target]
+    peak_mb: Callable[[], float]
+    tls_target: Target | None = None
+
+
+@dataclass(frozen=True)
+class Throughput:
+    rate: float
+    broker_us: float
+    generator_us: float
+
+
+def _loadgen(targets: list[Target], count: int) -> tuple[float, int, float]:
+    result = loadgen.run_pairs(targets, count, SIZE)
+    return result.rate, result.messages, result.generator_cpu_us
+
+
+def _paho(targets: list[Target], count: int) -> tuple[float, int, float]:
+    rate = pair_throughput(targets, count, SIZE)
+    return rate, count * len(targets), -1.0  # the generator's CPU comes from the meter
+
+
+GENERATORS: dict[str, Callable[[list[Target], int], tuple[float, int, float]]] = {
+    "loadgen": _loadgen,
+    "paho": _paho,
+}
+
+
+def throughput(subject: Subject, generator: str) -> Throughput:
+    """The median of RUNS runs, each sized from a short probe run to last about SECONDS."""
+    drive = GENERATORS[generator]
+    probe_rate, _, _ = drive(subject.targets, PROBE)
+    count = max(PROBE, int(probe_rate * SECONDS / len(subject.targets)))
+    runs: list[Throughput] = []
+    for _ in range(RUNS):
+        with CpuMeter(subject.pid) as meter:
+            rate, messages, generator_us = drive(subject.targets, count)
+        broker_us, clients_us = meter.per_message_us(messages)
+        runs.append(Throughput(rate, broker_us, generator_us if generator_us >= 0 else clients_us))
+    return Throughput(
+        statistics.median(r.rate for r in runs),
+        statistics.median(r.broker_us for r in runs),
+        statistics.median(r.generator_us for r in runs),
+    )
+
+
+def latencies(target: Target) -> dict[str, tuple[float, float]]:
+    """p50/p99 in ms at 1,000 msg/s, with each generator."""
+    return {"loadgen": loadgen.latency(target, rate=1000, seconds=4.0), "paho": paho_latency(target)}
+
+
+@dataclass
+class Measured:
+    throughput: dict[str, Throughput]
+    latency: dict[str, tuple[float, float]]
+    peak_mb: float
+    tls_latency: tuple[float, float] | None = None
+
+
+def measure(subject: Subject) -> Measured:
+    figures = {g: throughput(subject, g) for g in GENERATORS}
+    lat = latencies(subject.targets[0])
+    tls = loadgen.latency(subject.tls_target, 1000, 4.0) if subject.tls_target is not None else None
+    return Measured(figures, lat, subject.peak_mb(), tls)
+
+
+def _measure_plain(broker_class: type[Mosquitto] | type[Amqtt]) -> Measured:
+    broker = broker_class()
+    try:
+        targets = [broker.target(pair=i) for i in range(PAIRS)]
+        return measure(Subject(broker.name, broker.process.pid, targets, lambda: broker.memory_mb("VmHWM")))
+    finally:
+        broker.stop()
+
+
+def _measure_hub(routed: bool) -> Measured:
+    hub = HubProcess(pairs=PAIRS, broker=not routed)
+    try:
+        if routed:
+            targets = [hub.target(False, i) for i in range(PAIRS)]
+            subject = Subject(
+                "hub", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"), hub.target(True, 0)
+            )
+        else:
+            targets = [hub.user_topic_target(i) for i in range(PAIRS)]
+            subject = Subject("broker mode", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"))
+        return measure(subject)
+    finally:
+        hub.stop()
+
+
+def table(measured: dict[str, Measured]) -> list[str]:
+    """The comparison, one row per broker and generator."""
+    base = measured.get("mosquitto")
+    lines = [
+        f"  {PAIRS} pairs, {SIZE} B, QoS 1; median of {RUNS} runs; CPU per message in us from /proc",
+        f"  {'broker':<40}{'generator':<10}{'msg/s':>9}{'ratio':>7}{'broker us':>11}{'gen us':>8}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'peak MB':>9}",
+    ]
+    for name, m in measured.items():
+        for generator, t in m.throughput.items():
+            ratio = f"{t.rate / base.throughput[generator].rate:.2f}x" if base else "-"
+            p50, p99 = m.latency[generator]
+            lines.append(
+                f"  {name:<40}{generator:<10}{t.rate:>9,.0f}{ratio:>7}{t.broker_us:>11.1f}"
+                f"{t.generator_us:>8.1f}{p50:>8.2f}{p99:>8.2f}{m.peak_mb:>9.0f}"
+            )
+    return lines
+
+
+HUB = "durable routed hub (module to module)"
+
+
+def run() -> tuple[list[str], list[Result]]:
+    measured: dict[str, Measured] = {}
+    if shutil.which("mosquitto"):
+        measured["mosquitto"] = _measure_plain(Mosquitto)
+    if AMQTT.exists():
+        measured["amqtt"] = _measure_plain(Amqtt)
+    measured["hub broker mode (user topics)"] = _measure_hub(routed=False)
+    measured[HUB] = _measure_hub(routed=True)
+
+    hub = measured[HUB]
+    base = measured.get("mosquitto")
+    results: list[Result] = []
+    cpu = hub.throughput["loadgen"].broker_us
+    results.append(Result("hub CPU per routed durable message (us)", f"{cpu:.1f}", "<= 25", cpu <= 25))
+    if base is not None:
+        paho = hub.throughput["paho"].rate / base.throughput["paho"].rate
+        cheap = hub.throughput["loadgen"].rate / base.throughput["loadgen"].rate
+        results.append(
+            Result("routed durable msg/s, paho, vs mosquitto", f"{paho:.2f}x", ">= 0.8x", paho >= 0.8)
+        )
+        results.append(
+            Result("routed durable msg/s, loadgen, vs mosquitto", f"{cheap:.2f}x", ">= 0.35x", cheap >= 0.35)
+        )
+    else:
+        results.append(Result("routed durable msg/s vs mosquitto", "(no mosquitto)", ">= 0.8x", False))
+    assert hub.tls_latency is not None
+    p50, p99 = hub.tls_latency
+    results.append(Result("routed durable p50 at 1,000 msg/s, TLS (ms)", f"{p50:.2f}", "(reported)", True))
+    results.append(Result("routed durable p99 at 1,000 msg/s, TLS (ms)", f"{p99:.2f}", "<= 2", p99 <= 2))
+    return table(measured), results
