@@ -2,10 +2,12 @@
 
 What makes at-least-once survive a restart or a ``kill -9``, and what it costs per message:
 
-- **One record per message**, whatever the number of endpoints it routes to: body, properties, and
-  its copies (lane, expiry, route), pickled, behind a length and a CRC. Every record added during one
-  event-loop iteration goes to the file in one ``write`` (group commit); then the publishers'
-  acknowledgements go out. A written record is in the operating system's cache and survives the
+- **One record per commit.** Every message added during one event-loop iteration goes to the file in
+  one ``write`` (group commit), as one record: the messages (body, properties, and the copies: lane,
+  expiry, route; each message once, whatever the number of endpoints it routes to), pickled together,
+  behind a length and a CRC. Then the publishers' acknowledgements go out. A written record is in
+  the operating system's cache and survives the
+
   process being killed; ``fsync`` runs on a thread of its own, about once a second, against power
   loss (what SQLite's ``synchronous=NORMAL`` gives too).
 - **An acknowledgement is an offset in memory.** A lane's checkpoint is the sequence before its
@@ -174,8 +176,8 @@ class LogStore:
         self._lanes = Lanes()
         self._by_key: dict[int, Lane] = {}
         self._segments: dict[int, _Segment] = {}
-        self._records: list[bytes] = []
-        self._adds: list[tuple[int, Message, list[tuple[Lane, float, str]], int]] = []
+        self._records: list[tuple[Any, ...]] = []  # what the next group commit writes, as one record
+        self._adds: list[tuple[int, Message, list[tuple[Lane, float, str]]]] = []
         self._callbacks: list[Stored] = []
         self._flush_scheduled = False
         self._checkpoints_dirty = False
@@ -237,21 +239,9 @@ class LogStore:
     def _scan(self, segment: _Segment, truncate: bool) -> None:
         """Read a segment that has no index (the one that was being written): every whole record; a torn
         tail (a crash in the middle of a write) is cut off, and the log says how much."""
-        offset = 0
         with open(segment.path, "rb") as f:
             data = f.read()
-        while offset + _HEADER.size <= len(data):
-            length, checksum = _HEADER.unpack_from(data, offset)
-            start = offset + _HEADER.size
-            payload = data[start : start + length]
-            if len(payload) < length or crc32(payload) != checksum:
-                break
-            sequence, _, copies, *_ = pickle.loads(payload)
-            for key, expiry, _route in copies:
-                segment.lanes.setdefault(key, _LaneIndex()).append(
-                    sequence, offset, _HEADER.size + length, expiry
-                )
-            offset = start + length
+        offset = _index_records(data, segment.lanes)
         if offset < len(data):
             lost = len(data) - offset
             log.warning(
@@ -292,7 +282,7 @@ class LogStore:
             expiry = now + c.time_to_live_secs
             placed.append((lane, expiry, c.route))
             keyed.append((lane.key, expiry, c.route))
-        payload = pickle.dumps(
+        self._records.append(
             (
                 sequence,
                 message.enqueued_time,
@@ -300,13 +290,9 @@ class LogStore:
                 message.body,
                 message.properties,
                 message.system_properties,
-            ),
-            5,
+            )
         )
-        records = self._records
-        records.append(_HEADER.pack(len(payload), crc32(payload)))
-        records.append(payload)
-        self._adds.append((sequence, message, placed, _HEADER.size + len(payload)))
+        self._adds.append((sequence, message, placed))
 
         self._callbacks.append(stored)
         if not self._flush_scheduled:
@@ -327,8 +313,12 @@ class LogStore:
         callbacks, self._callbacks = self._callbacks, []
         segment = self._active()
         start = segment.size
+        # One record per commit: pickling the batch at once costs a tenth of pickling each message (the
+        # names and ids messages share are written once), and the log is smaller.
+        payload = pickle.dumps(records, 5)
+        length = _HEADER.size + len(payload)
         try:
-            _write_all(segment.fd, b"".join(records))
+            _write_all(segment.fd, _HEADER.pack(len(payload), crc32(payload)) + payload)
         except OSError as exc:
             self._refuse(segment, start, exc, callbacks)
             return
@@ -337,14 +327,13 @@ class LogStore:
             log.warning("the store writes again")
         self._unsynced = True
         touched: dict[str, None] = {}
-        offset = start
-        for sequence, message, placed, length in adds:
+        for sequence, message, placed in adds:
             for lane, expiry, route in placed:
                 index = segment.lanes.get(lane.key)
                 if index is None:
                     index = segment.lanes[lane.key] = _LaneIndex()
                 index.sequences.append(sequence)
-                index.offsets.append(offset)
+                index.offsets.append(start)  # every entry of the commit points at its one record
                 index.lengths.append(length)
                 index.expiries.append(expiry)
                 lane.count += 1
@@ -357,8 +346,7 @@ class LogStore:
                     else:
                         lane.spill = (segment.number, len(index.sequences) - 1)
                 touched[lane.endpoint_id] = None
-            offset += length
-        segment.size = offset
+        segment.size = start + length
         for stored in callbacks:
             stored(None)
         for endpoint_id in touched:
@@ -436,8 +424,7 @@ class LogStore:
             if index is None or start >= len(index.sequences):
                 continue
             end = min(len(index.sequences), start + wanted)
-            for i in range(start, end):
-                lane.ready.append(self._read_entry(segment, index, i, lane))
+            lane.ready.extend(self._read_entries(segment, index, start, end, lane))
             wanted -= end - start
             if wanted == 0:
                 lane.spill = (
@@ -454,14 +441,28 @@ class LogStore:
                 return (number, 0)
         return None
 
-    def _read_entry(self, segment: _Segment, index: _LaneIndex, i: int, lane: Lane) -> Entry:
-        raw = os.pread(segment.fd, index.lengths[i], index.offsets[i])
-        sequence, enqueued, copies, body, properties, system_properties = pickle.loads(raw[_HEADER.size :])
-        route = next((r for key, _, r in copies if key == lane.key), "")
-        message = Message(
-            body=body, properties=properties, system_properties=system_properties, enqueued_time=enqueued
-        )
-        return Entry(sequence, lane.endpoint_id, lane.priority, message, index.expiries[i], route, lane)
+    def _read_entries(
+        self, segment: _Segment, index: _LaneIndex, start: int, end: int, lane: Lane
+    ) -> list[Entry]:
+        """Entries ``start``..``end`` of a lane's index in a segment, each record read and decoded once."""
+        out: list[Entry] = []
+        decoded: dict[int, tuple[Any, ...]] = {}
+        decoded_at = -1
+        for i in range(start, end):
+            offset = index.offsets[i]
+            if offset != decoded_at:
+                raw = os.pread(segment.fd, index.lengths[i], offset)
+                decoded = {m[0]: m for m in pickle.loads(raw[_HEADER.size :])}
+                decoded_at = offset
+            sequence, enqueued, copies, body, properties, system_properties = decoded[index.sequences[i]]
+            route = next((r for key, _, r in copies if key == lane.key), "")
+            message = Message(
+                body=body, properties=properties, system_properties=system_properties, enqueued_time=enqueued
+            )
+            out.append(
+                Entry(sequence, lane.endpoint_id, lane.priority, message, index.expiries[i], route, lane)
+            )
+        return out
 
     def ack(self, entry: Entry) -> None:
         lane = entry.lane
@@ -504,10 +505,10 @@ class LogStore:
             if index is None:
                 continue
             first = start if segment_number == number else 0
-            for i in range(first, len(index.sequences)):
-                if len(out) >= limit:
-                    return out
-                out.append(self._read_entry(segment, index, i, lane))
+            last = min(len(index.sequences), first + limit - len(out))
+            out.extend(self._read_entries(segment, index, first, last, lane))
+            if len(out) >= limit:
+                return out
         return out
 
     # --- what waits ---------------------------------------------------------------------------------
@@ -705,15 +706,20 @@ def read_queues(directory: Path, now: float | None = None) -> list[QueueInfo]:
 
 def _scan_read_only(path: Path) -> dict[int, _LaneIndex]:
     indexes: dict[int, _LaneIndex] = {}
-    data = path.read_bytes()
+    _index_records(path.read_bytes(), indexes)
+    return indexes
+
+
+def _index_records(data: bytes, indexes: dict[int, _LaneIndex]) -> int:
+    """Index every whole record of a segment's bytes, per lane; returns where the whole records end."""
     offset = 0
     while offset + _HEADER.size <= len(data):
         length, checksum = _HEADER.unpack_from(data, offset)
         payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
         if len(payload) < length or crc32(payload) != checksum:
             break
-        sequence, _, copies, *_ = pickle.loads(payload)
-        for key, expiry, _route in copies:
-            indexes.setdefault(key, _LaneIndex()).append(sequence, offset, _HEADER.size + length, expiry)
+        for sequence, _, copies, *_ in pickle.loads(payload):
+            for key, expiry, _route in copies:
+                indexes.setdefault(key, _LaneIndex()).append(sequence, offset, _HEADER.size + length, expiry)
         offset += _HEADER.size + length
-    return indexes
+    return offset
