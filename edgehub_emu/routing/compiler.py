@@ -28,8 +28,10 @@ from .builtins import (
     signatures,
 )
 from .errors import ConditionCompileError, Problem
+from .lexer import tokenize
 from .message import Message
 from .parser import parse_prefix
+from .precedence import parse_whole
 from .values import (
     NULL,
     QUERY_COMPATIBLE,
@@ -510,8 +512,18 @@ def _to_bool(typed: Typed) -> Fn:
     return lambda m: UNDEF  # numbers, strings and undefined are not conditions
 
 
+@lru_cache(maxsize=4096)
+def whole_condition(text: str) -> ast.Expr | None:
+    """The tree of a condition that is one whole expression, by the quick parser; None otherwise."""
+    return parse_whole(tokenize(text).tokens)
+
+
 def parse_condition(text: str) -> ast.Expr:
-    """Parse a condition into its typed tree; raise RouteSyntaxError if it does not parse."""
+    """Parse a condition into its typed tree; raise RouteSyntaxError if it does not parse. What follows
+    the longest expression at the start is ignored, as edgeHub ignores it."""
+    expr = whole_condition(text)
+    if expr is not None:
+        return expr
     return ast.build(parse_prefix(text, "condition.lark", condition=True).tree)
 
 

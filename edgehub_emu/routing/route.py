@@ -12,9 +12,9 @@ from functools import lru_cache
 
 from lark import Token
 
-from .compiler import CompiledCondition, compile_condition
+from .compiler import CompiledCondition, compile_condition, whole_condition
 from .endpoints import Endpoint, ModuleEndpoint, UpstreamEndpoint, parse_brokered_address
-from .errors import EndpointError, Problem, RouteSyntaxError
+from .errors import EndpointError, Problem
 from .lexer import tokenize
 from .parser import parse_prefix
 
@@ -86,10 +86,7 @@ def _plain_route(text: str) -> tuple[list[Token], list[Token], list[Token]] | No
             return None
         into = kinds.index("INTO", i + 2)
         condition = text[tokens[i + 1].start_pos : tokens[into - 1].end_pos]
-        try:
-            if parse_prefix(condition, "condition.lark", condition=True).rest:
-                return None
-        except RouteSyntaxError:
+        if whole_condition(condition) is None:
             return None
         i = into
     if kinds[i] != "INTO":
