@@ -27,12 +27,22 @@ $(SDK_STAMP): examples/modules/requirements.txt
 	$(SDK_VENV)/bin/python -m pip install --quiet -r examples/modules/requirements.txt
 	touch $(SDK_STAMP)
 
+# Microsoft's Node SDK (MQTT and AMQP transports) for the interop tests, pinned by the lock file.
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "make test needs Node.js (18 or later) and npm for the Node SDK tests"; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 venv: $(STAMP) $(SDK_STAMP)
 
 run: $(STAMP) $(SDK_STAMP)
 	$(BIN)/edgehub-emu run --manifest $(MANIFEST) $(if $(LOCAL_MODULES),--local-modules $(LOCAL_MODULES))
 
-test: $(STAMP) $(SDK_STAMP) mosquitto-check
+test: $(STAMP) $(SDK_STAMP) $(NODE_STAMP) mosquitto-check
 	$(BIN)/python -m pytest
 
 # The bridge tests run a real mosquitto; .ci/run installs it, a laptop needs it once.
@@ -63,4 +73,4 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) $(BENCH_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SDK_VENV) $(BENCH_VENV) $(NODE_DIR)/node_modules .pytest_cache build *.egg-info

@@ -266,7 +266,12 @@ def run(
     mqtts_port: int | None = typer.Option(
         None, "--mqtts-port", help="MQTT over TLS [8883]; 0 picks a free port."
     ),
-    https_port: int | None = typer.Option(None, "--https-port", help="MQTT over WebSocket (HTTPS) [443]."),
+    amqps_port: int | None = typer.Option(
+        None, "--amqps-port", help="AMQP over TLS [5671]; 0 picks a free port."
+    ),
+    https_port: int | None = typer.Option(
+        None, "--https-port", help="MQTT and AMQP over WebSocket (HTTPS) [443]."
+    ),
     mqtt_port: int | None = typer.Option(
         None, "--mqtt-port", help="Plain MQTT for local tools, loopback only [off]."
     ),
@@ -343,6 +348,7 @@ def run(
         host=host,
         hostname=hostname,
         mqtts_port=mqtts_port,
+        amqps_port=amqps_port,
         https_port=https_port,
         mqtt_port=mqtt_port,
         http_port=http_port,
@@ -424,8 +430,11 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
         out.print(
             f"  MQTT over TLS        {e.host}:{e.mqtts_port}   (modules use GatewayHostName={e.hostname})"
         )
+    if e.amqps_port is not None:
+        out.print(f"  AMQP over TLS        {e.host}:{e.amqps_port}")
     if e.https_port is not None:
-        out.print(f"  MQTT over WebSocket  wss://{e.hostname}:{e.https_port}/$iothub/websocket")
+        out.print(f"  MQTT/AMQP over WebSocket  wss://{e.hostname}:{e.https_port}/$iothub/websocket")
+
     if e.mqtt_port is not None:
         anonymous = "   (anonymous local tools allowed: --dev)" if s.dev and snapshot.broker else ""
         out.print(f"  plain MQTT           {e.mqtt_host}:{e.mqtt_port}{anonymous}")

@@ -21,6 +21,7 @@ from typing import Any
 from .api import hub_apps
 from .core import HubCore, MethodError, MethodResult
 from .delivery import Deliveries
+from .heads.amqp import AmqpHead
 from .heads.mqtt import MqttHead, broker_mode
 from .identity import Identity, IdentityRegistry, connection_string, credentials, ensure_certificates
 from .iothub.twins import TwinStore
@@ -150,11 +151,15 @@ class EdgeHub:
         self.mqtt = MqttServer(
             self.head, session_store=SessionStore(data / "sessions.json"), connect_timeout=s.connect_timeout
         )
+        self.amqp = AmqpHead(self.core, s.iothub_hostname, s.connect_timeout)
         self._apply(deployment, seed_twins=True)
         tls = server_tls(self.certificates.server_chain, self.certificates.server_key)
         apps = hub_apps(self, s.api_token)
-        self.endpoints = await Listeners(s, stack).bind(tls, self.ca_file.resolve(), self.mqtt, apps)
+        self.endpoints = await Listeners(s, stack).bind(
+            tls, self.ca_file.resolve(), self.mqtt, self.amqp, apps
+        )
         stack.callback(self.mqtt.close_all)
+        stack.callback(self.amqp.close_all)
         stack.callback(self.core.methods.fail_all, 404, "Client {identity_id} not found: the hub is stopping")
         tasks = [every(s.token_check_interval, self.check_tokens, "checking SAS tokens")]
         tasks.append(every(s.purge_interval, self._purge_expired, "purging expired messages"))

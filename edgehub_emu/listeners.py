@@ -1,4 +1,4 @@
-"""Where the hub listens: MQTT over TLS, plain MQTT for local tools, the HTTPS port (MQTT over WebSocket
+"""Where the hub listens: MQTT and AMQP over TLS, plain MQTT for local tools, the HTTPS port (WebSocket
 and the module-methods API), the management API, metrics and the workload API. Each listener that
 starts registers its own shutdown on the hub's exit stack, so a failed start unwinds exactly what
 started; a port that cannot be had is a ``HubError`` that says which listener and why."""
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .api import Apps, websocket_handler
+from .heads.amqp import AmqpHead
 from .mqtt.server import MqttServer
 from .settings import Settings, is_loopback
 
@@ -48,12 +49,14 @@ class Endpoints:
     http_host: str = "127.0.0.1"
     mqtt_host: str = "127.0.0.1"
     workload_tcp_port: int | None = None
+    amqps_port: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "host": self.host,
             "hostname": self.hostname,
             "mqtts_port": self.mqtts_port,
+            "amqps_port": self.amqps_port,
             "https_port": self.https_port,
             "mqtt_port": self.mqtt_port,
             "mqtt_host": self.mqtt_host,
@@ -80,10 +83,12 @@ class Listeners:
         self.settings = settings
         self.stack = stack
 
-    async def bind(self, tls: ssl.SSLContext, ca_file: Path, mqtt: MqttServer, apps: Apps) -> Endpoints:
+    async def bind(
+        self, tls: ssl.SSLContext, ca_file: Path, mqtt: MqttServer, amqp: AmqpHead, apps: Apps
+    ) -> Endpoints:
         s = self.settings
         loop = asyncio.get_running_loop()
-        mqtts_port = mqtt_port = None
+        mqtts_port = mqtt_port = amqps_port = None
         if s.mqtts_port is not None:
             server = await self._bind(
                 "MQTT over TLS",
@@ -92,6 +97,14 @@ class Listeners:
             )
             self._close_on_exit(server)
             mqtts_port = server.sockets[0].getsockname()[1]
+        if s.amqps_port is not None:
+            server = await self._bind(
+                "AMQP over TLS",
+                s.amqps_port,
+                loop.create_server(lambda: amqp.protocol("amqp"), s.host, s.amqps_port, ssl=tls),
+            )
+            self._close_on_exit(server)
+            amqps_port = server.sockets[0].getsockname()[1]
         plain_host = s.host if is_loopback(s.host) else "127.0.0.1"
         if s.mqtt_port is not None:
             server = await self._bind(
@@ -101,7 +114,9 @@ class Listeners:
             )
             self._close_on_exit(server)
             mqtt_port = server.sockets[0].getsockname()[1]
-        https_port = await self._https(tls, mqtt, apps.module_methods) if s.https_port is not None else None
+        https_port = (
+            await self._https(tls, mqtt, amqp, apps.module_methods) if s.https_port is not None else None
+        )
         http_port = await self._http("management API", s.http_port, apps.management)
         metrics_port = await self._http("metrics", s.metrics_port, apps.metrics)
         workload_tcp_port = await self._workload(apps.workload)
@@ -118,6 +133,7 @@ class Listeners:
             self.api_host(),
             plain_host,
             workload_tcp_port,
+            amqps_port,
         )
 
     def _close_on_exit(self, server: asyncio.AbstractServer) -> None:
@@ -133,15 +149,18 @@ class Listeners:
         self.stack.push_async_callback(runner.cleanup)
         return runner
 
-    async def _https(self, tls: ssl.SSLContext, mqtt: MqttServer, app: web.Application) -> int:
-        """The module-facing HTTPS port: MQTT over WebSocket and direct methods between modules."""
+    async def _https(
+        self, tls: ssl.SSLContext, mqtt: MqttServer, amqp: AmqpHead, app: web.Application
+    ) -> int:
+        """The module-facing HTTPS port: MQTT and AMQP over WebSocket, direct methods between modules."""
         s = self.settings
-        app.router.add_get("/{tail:.*}", websocket_handler(mqtt))
+        app.router.add_get("/{tail:.*}", websocket_handler(mqtt, amqp))
+
         runner = await self._runner(app)
         assert s.https_port is not None
         try:
             await self._bind(
-                "HTTPS (MQTT over WebSocket)",
+                "HTTPS (MQTT and AMQP over WebSocket)",
                 s.https_port,
                 web.TCPSite(runner, s.host, s.https_port, ssl_context=tls).start(),
             )

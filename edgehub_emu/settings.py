@@ -49,6 +49,7 @@ class Settings:
     host: str = "127.0.0.1"
     hostname: str | None = None
     mqtts_port: int | None = 8883
+    amqps_port: int | None = 5671
     https_port: int | None = 443
     mqtt_port: int | None = None
     http_port: int | None = 53000
@@ -152,6 +153,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("HOST", str),
     "hostname": ("HOSTNAME", _optional),
     "mqtts_port": ("MQTTS_PORT", _port),
+    "amqps_port": ("AMQPS_PORT", _port),
     "https_port": ("HTTPS_PORT", _port),
     "mqtt_port": ("MQTT_PORT", _port),
     "http_port": ("HTTP_PORT", _port),

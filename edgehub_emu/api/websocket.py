@@ -1,18 +1,25 @@
-"""MQTT over WebSocket (sub-protocol ``mqtt``) on the hub's HTTPS port, as the SDKs' websocket option uses.
+"""MQTT and AMQP over WebSocket on the hub's HTTPS port, as the SDKs' websocket options use them.
 
-edgeHub selects MQTT by the sub-protocol and accepts any path; the SDKs use ``/$iothub/websocket``.
-Binary frames carry MQTT bytes both ways; the adapter gives the MQTT connection the transport it
-expects (write, close, pause and resume reading).
+edgeHub selects the protocol by the sub-protocol the client asks for, ``mqtt`` or ``AMQPWSB10``, in
+any case (Microsoft's C SDK asks for ``MQTT``), and accepts any path; the SDKs use
+``/$iothub/websocket``. Binary frames carry the protocol's bytes both ways; the adapter gives the
+connection the transport it expects (write, close, pause and resume reading, the write buffer's size).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from ..mqtt.server import MqttServer
+
+if TYPE_CHECKING:
+    from ..heads.amqp import AmqpHead
+
+SUBPROTOCOLS = {"mqtt": "mqtt", "amqpwsb10": "amqp"}
+AMQP_MAX_WS_MESSAGE = 2 << 20  # a client may put a whole message (up to 1 MiB) in one frame
 
 
 class WebSocketTransport:
@@ -25,6 +32,7 @@ class WebSocketTransport:
         self.reading.set()
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._closing = False
+        self._queued = 0  # bytes written and not yet sent
         self._writer = asyncio.ensure_future(self._write_loop())
 
     async def _write_loop(self) -> None:
@@ -32,6 +40,7 @@ class WebSocketTransport:
             data = await self._outbox.get()
             if data is None:
                 break
+            self._queued -= len(data)
             try:
                 await self.ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
@@ -40,7 +49,14 @@ class WebSocketTransport:
 
     def write(self, data: bytes) -> None:
         if not self._closing:
+            self._queued += len(data)
             self._outbox.put_nowait(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._queued
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
 
     def close(self) -> None:
         if not self._closing:
@@ -65,21 +81,37 @@ class WebSocketTransport:
         return default
 
 
-def websocket_handler(server: MqttServer):
-    """An aiohttp handler that serves MQTT on any path when the client asks for sub-protocol ``mqtt``."""
+def chosen_subprotocol(request: web.Request) -> str | None:
+    """The client's own spelling of the first sub-protocol it asks for that the hub serves."""
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    for name in (p.strip() for p in offered.split(",")):
+        if name.lower() in SUBPROTOCOLS:
+            return name
+    return None
+
+
+def websocket_handler(server: MqttServer, amqp: AmqpHead | None = None):
+    """An aiohttp handler that serves MQTT (sub-protocol ``mqtt``) and AMQP (``AMQPWSB10``) on any path."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=server.max_packet_size + 16)
-        if not ws.can_prepare(request).ok:
+        subprotocol = chosen_subprotocol(request)
+        kind = SUBPROTOCOLS.get(subprotocol.lower()) if subprotocol else None
+        if kind is None or (kind == "amqp" and amqp is None):
             raise web.HTTPNotFound(
-                text="no such resource (MQTT over WebSocket needs the 'mqtt' sub-protocol)"
+                text="no such resource (a WebSocket here needs the sub-protocol 'mqtt' or 'AMQPWSB10')"
             )
+        assert subprotocol is not None
+        limit = server.max_packet_size + 16 if kind == "mqtt" else AMQP_MAX_WS_MESSAGE
+        ws = web.WebSocketResponse(protocols=(subprotocol,), max_msg_size=limit)
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPNotFound(text="not a WebSocket upgrade")
         await ws.prepare(request)
-        if ws.ws_protocol != "mqtt":
-            await ws.close(message=b"sub-protocol mqtt required")
-            return ws
-        connection = server.protocol("websocket")
         transport = WebSocketTransport(ws, request)
+        if kind == "amqp":
+            assert amqp is not None
+            connection: Any = amqp.protocol("amqp-ws")
+        else:
+            connection = server.protocol("websocket")
         connection.connection_made(transport)
         try:
             async for frame in ws:

@@ -82,10 +82,20 @@ class ConnectionManager:
     def __init__(self) -> None:
         self._connections: dict[str, Connection] = {}
         self._observers: list[Observer] = []
+        self._ready_observers: list[Observer] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def observe(self, observer: Observer) -> None:
         self._observers.append(observer)
+
+    def observe_ready(self, observer: Observer) -> None:
+        """``observer(identity_id)`` when a connected client can take more than it could (AMQP credit)."""
+        self._ready_observers.append(observer)
+
+    def ready(self, identity_id: str) -> None:
+        """A head's client can take more deliveries now (it granted credit, its buffers drained)."""
+        for observer in self._ready_observers:
+            observer(identity_id)
 
     def connect(
         self, identity: Identity, proxy: DeviceProxy, token_expiry: float, features: Iterable[str] = ()

@@ -41,7 +41,16 @@ class DeviceListener:
     def method_response(self, request_id: str, status: int, payload: bytes) -> None:
         self._core.methods.respond(request_id, status, payload)
 
+    def renew(self, token_expiry: float) -> None:
+        """The client proved itself again with a new token (AMQP CBS renewal): it expires later."""
+        self.connection.token_expiry = token_expiry
+
+    def ready(self) -> None:
+        """The client can take more deliveries than it could (its head's flow control opened up)."""
+        self._core.connections.ready(self.identity.id)
+
     def set_features(self, features: Iterable[str]) -> None:
+
         self._core.connections.set_features(self.identity.id, self.connection.proxy, features)
 
     def disconnected(self, graceful: bool) -> None:

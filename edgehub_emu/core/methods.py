@@ -97,8 +97,15 @@ class MethodCalls:
     def _not_found(self, identity_id: str) -> str:
         """edgeHub's message, and what the client is missing when it is connected after all."""
         message = f"Client {identity_id} not found"
-        if identity_id in self.connections:
-            message += " (it is connected, but not subscribed to methods: $iothub/methods/POST/#)"
+        connection = self.connections.get(identity_id)
+        if connection is not None:
+            how = {"amqp": "has no methods link"}.get(connection.proxy.transport.split("-")[0])
+            message += (
+                f" (it is connected, but {how})"
+                if how
+                else " (it is connected, but not subscribed to methods: $iothub/methods/POST/#)"
+            )
+
         return message
 
     def respond(self, request_id: str, status: int, payload: bytes) -> None:

@@ -56,6 +56,7 @@ class Deliveries:
         self._stopped = False
         store.ready = self.wake
         connections.observe(self.identity_changed)
+        connections.observe_ready(self.identity_changed)
 
     def ensure(self, endpoint: Endpoint | str) -> None:
         """Deliver to ``endpoint`` (named by a route, or a message was put into its queue)."""

@@ -185,8 +185,15 @@ class EdgeHubFixture:
         return self.hub.endpoints.mqtts_port
 
     @property
+    def amqps_port(self) -> int:
+        """The AMQP-over-TLS port (5671 with ``sdk=True``, else a free one the OS chose)."""
+        assert self.hub.endpoints is not None and self.hub.endpoints.amqps_port is not None
+        return self.hub.endpoints.amqps_port
+
+    @property
     def ca_file(self) -> Path:
         """The CA certificate a module trusts the hub with (``EdgeModuleCACertificateFile``)."""
+
         return self.hub.ca_file
 
     def connection_string(self, module: str) -> str:
@@ -304,12 +311,13 @@ def hub_settings(
     store: str = "memory",
     leaf_devices: tuple[str, ...] = (),
 ) -> Settings:
-    """A test hub's settings: free ports (or 8883/443 on an address of its own for the SDKs), no plain
-    MQTT or workload TCP listener, whatever ``EDGEHUB_EMU_*`` variables the shell has."""
+    """A test hub's settings: free ports (or 8883, 5671 and 443 on an address of its own for the SDKs), no
+    plain MQTT or workload TCP listener, whatever ``EDGEHUB_EMU_*`` variables the shell has."""
     return Settings(
         data_dir=data_dir,
         host=_sdk_address() if sdk else "127.0.0.1",
         mqtts_port=8883 if sdk else 0,
+        amqps_port=5671 if sdk else 0,
         https_port=443 if sdk else 0,
         mqtt_port=None,
         http_port=0,

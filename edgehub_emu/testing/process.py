@@ -18,7 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-FREE_PORTS = ("--mqtts-port", "0", "--https-port", "0", "--http-port", "0", "--metrics-port", "0")
+FREE_PORTS = (
+    *("--mqtts-port", "0", "--amqps-port", "0", "--https-port", "0"),
+    *("--http-port", "0", "--metrics-port", "0"),
+)
 
 
 class HubProcessError(RuntimeError):

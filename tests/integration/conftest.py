@@ -186,6 +186,7 @@ async def start_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             "data_dir": data_dir or tmp_path,
             "host": "127.0.0.1",
             "mqtts_port": 0,
+            "amqps_port": 0,
             "https_port": 0,
             "http_port": 0,
             "metrics_port": 0,

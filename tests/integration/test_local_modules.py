@@ -156,6 +156,7 @@ async def test_the_hub_runs_the_sample_pipeline_and_reports_it_on_edge_agents_tw
         data_dir=tmp_path,
         host="127.0.0.12",  # the Python SDK always connects to 8883: an address of its own
         mqtts_port=8883,
+        amqps_port=0,
         https_port=0,
         http_port=0,
         metrics_port=0,
