@@ -119,7 +119,12 @@ async def sdk_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
     async def start(address: str) -> tuple[EdgeHub, Callable[..., Any]]:
         settings = Settings(
-            data_dir=tmp_path, host=address, mqtts_port=8883, amqps_port=0, https_port=443, http_port=0,
+            data_dir=tmp_path,
+            host=address,
+            mqtts_port=8883,
+            amqps_port=0,
+            https_port=443,
+            http_port=0,
             metrics_port=0,
         )
         hub = EdgeHub(settings, deployment=deployment())

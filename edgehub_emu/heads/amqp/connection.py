@@ -192,6 +192,8 @@ class AmqpConnection(asyncio.Protocol):
             self._opened(event.connection)
         elif kind == Event.CONNECTION_REMOTE_CLOSE:
             event.connection.close()
+        elif kind == Event.TRANSPORT_TAIL_CLOSED:
+            self._tail_closed()
         elif kind == Event.TRANSPORT_ERROR:
             condition = event.transport.condition
             log.warning(
@@ -212,6 +214,18 @@ class AmqpConnection(asyncio.Protocol):
         connection.open()
 
     # --- closing -----------------------------------------------------------------------------------------
+
+    def _tail_closed(self) -> None:
+        """proton stopped reading: a frame it could not decode (a graceful CLOSE was answered already)."""
+        if self.pconn is None or self.pconn.state & Endpoint.LOCAL_CLOSED:
+            return
+        log.warning("closed the AMQP connection from %s: it sent a frame that is not AMQP 1.0", self.peer)
+        self.pconn.condition = Condition("amqp:connection:framing-error", "a frame that is not AMQP 1.0")
+        if self.pconn.state & Endpoint.LOCAL_UNINIT:
+            self.pconn.open()
+        self.pconn.close()
+        self.kick()
+        self._loop.call_later(2.0, self._abort)
 
     def close(self, reason: str, condition: str | None = None) -> None:
         """Close the AMQP connection (CLOSE, with an error condition if given), then the socket."""

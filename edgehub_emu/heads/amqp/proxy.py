@@ -42,8 +42,9 @@ class AmqpProxy:
         self.identity = identity
         self.transport = transport
         self.links: dict[LinkKind, Link] = {}
-        self._unsettled: dict[int, tuple[Any, Settle]] = {}  # id(delivery) -> (token, settle)
-        self._deliveries: dict[int, Delivery] = {}
+        # keyed by lock token, kept on the delivery: proton hands out a new wrapper object at every event
+        self._unsettled: dict[str, tuple[Any, Settle]] = {}
+        self._deliveries: dict[str, Delivery] = {}
         self._waiting: dict[LinkKind, deque[AmqpMessage]] = {}  # pre-settled messages waiting for credit
 
     def _link(self, kind: LinkKind) -> Link | None:
@@ -60,8 +61,9 @@ class AmqpProxy:
         delivery = link.delivery(lock_token_tag(lock_token))
         link.send(to_amqp(message, input_name, lock_token).encode())
         link.advance()
-        self._unsettled[id(delivery)] = (token, settle)
-        self._deliveries[id(delivery)] = delivery
+        delivery.lock_token = lock_token
+        self._unsettled[lock_token] = (token, settle)
+        self._deliveries[lock_token] = delivery
         self.connection.kick()
         return SendOutcome.SENT
 
@@ -69,13 +71,14 @@ class AmqpProxy:
         """The client answered a delivery of ours (module input or C2D)."""
         state = delivery.remote_state
         if state in (Delivery.ACCEPTED, Delivery.REJECTED, Delivery.RELEASED) or (
-            delivery.remote_settled and state is None
+            delivery.settled and state is None
         ):
             if state in (Delivery.REJECTED, Delivery.RELEASED):
                 log.info("%s refused a message (%s): dropped, as edgeHub drops it", self.identity.id, state)
             delivery.settle()
-            self._deliveries.pop(id(delivery), None)
-            pending = self._unsettled.pop(id(delivery), None)
+            lock_token = getattr(delivery, "lock_token", "")
+            self._deliveries.pop(lock_token, None)
+            pending = self._unsettled.pop(lock_token, None)
             if pending is not None:
                 token, settle = pending
                 settle(token, True)

@@ -166,7 +166,9 @@ def _decode(body: bytes) -> tuple[object, list[object]]:
     if not isinstance(value, Described) or not isinstance(value.value, list):
         raise ValueError("not a described list")
     descriptor = value.descriptor
-    return (int(descriptor) if isinstance(descriptor, int) else str(descriptor)), value.value
+    # Binary values are views into the decoder's buffer, which goes with it: copy them out now.
+    fields = [bytes(v) if isinstance(v, memoryview) else v for v in value.value]
+    return (int(descriptor) if isinstance(descriptor, int) else str(descriptor)), fields
 
 
 def encode_init(mechanism: str, response: bytes) -> bytes:
