@@ -159,7 +159,7 @@ class EdgeHub:
             tls, self.ca_file.resolve(), self.mqtt, self.amqp, apps
         )
         stack.callback(self.mqtt.close_all)
-        stack.callback(self.amqp.close_all)
+        stack.push_async_callback(self.amqp.close_all)
         stack.callback(self.core.methods.fail_all, 404, "Client {identity_id} not found: the hub is stopping")
         tasks = [every(s.token_check_interval, self.check_tokens, "checking SAS tokens")]
         tasks.append(every(s.purge_interval, self._purge_expired, "purging expired messages"))

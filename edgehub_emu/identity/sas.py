@@ -86,7 +86,7 @@ def parse_audience(audience: str) -> Audience:
     if len(parts) == 3 and parts[1] == "devices":
         return Audience(parts[0], unquote(parts[2]), None)
     if len(parts) == 5 and parts[1] == "devices" and parts[3] == "modules":
-        return Audience(parts[0], parts[2], parts[4])
+        return Audience(parts[0], unquote(parts[2]), unquote(parts[4]))
     raise SasError(f"token audience {audience!r} is not host/devices/<device>[/modules/<module>]")
 
 

@@ -59,8 +59,8 @@ def put_token(request: AmqpMessage, now: float | None = None) -> PutToken:
         raise CbsError(f"the token's resource {parsed.audience!r} names no device or module")
     if parsed.expiry + CLOCK_SKEW < (time.time() if now is None else now):
         raise CbsError("the token has expired")
-    device, module = match.group(1), match.group(2)
-    return PutToken(f"{device}/{module}" if module else device, token, parsed.expiry)
+    device, module = unquote(match.group(1)), match.group(2)  # the ids are URL-encoded inside ``sr``
+    return PutToken(f"{device}/{unquote(module)}" if module else device, token, parsed.expiry)
 
 
 def reply(request_id: Any, status: int, description: str) -> AmqpMessage:

@@ -148,10 +148,11 @@ class AmqpConnection(asyncio.Protocol):
         assert self.engine is not None
         while True:
             pending = self.engine.pending()
-            if pending < 0:  # proton is done with this connection
-                self.transport.close()
-                self.closed = True
-                return
+            if pending < 0:  # proton wrote its last frame
+                if self.engine.capacity() < 0:  # and read the client's last: done
+                    self.transport.close()
+                    self.closed = True
+                return  # the client has yet to answer our CLOSE (``close`` times it out)
             if pending == 0:
                 return
             self.transport.write(bytes(self.engine.peek(pending)))
@@ -237,9 +238,23 @@ class AmqpConnection(asyncio.Protocol):
             return
         if condition is not None:
             self.pconn.condition = Condition(condition, reason)
+        # As the .NET AMQP library closes a connection: its links (DETACH), its sessions (END), then
+        # CLOSE. The Node SDK waits for its links' DETACH and never reconnects without them.
+        link = self.pconn.link_head(Endpoint.LOCAL_ACTIVE)
+        while link is not None:
+            link.close()
+            link = link.next(Endpoint.LOCAL_ACTIVE)
+        session = self.pconn.session_head(Endpoint.LOCAL_ACTIVE)
+        while session is not None:
+            session.close()
+            session = session.next(Endpoint.LOCAL_ACTIVE)
         self.pconn.close()
         self._run()
         self._loop.call_later(2.0, self._abort)  # a client that never answers the CLOSE
+
+    def abort(self) -> None:
+        """Drop the socket at once."""
+        self._abort()
 
     def _abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -7,6 +7,7 @@ open so that stopping the hub closes them.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from ...core import AuthenticationError, HubCore
@@ -36,7 +37,14 @@ class AmqpHead:
             raise ValueError(f"{identity_id}: {exc}") from None
         return Principal(identity_id, password)
 
-    def close_all(self, reason: str = "the hub is stopping") -> None:
-        """edgeHub closes its AMQP connections with ``amqp:link:detach-forced`` when it stops."""
-        for connection in list(self.connections):
+    async def close_all(self, reason: str = "Server busy, please retry operation", grace: float = 1) -> None:
+        """edgeHub closes its AMQP connections with ``amqp:link:detach-forced`` when it stops. The clients
+        get ``grace`` seconds to answer the CLOSE: an SDK whose goodbye is cut short may not reconnect."""
+        closing = list(self.connections)
+        for connection in closing:
             connection.close(reason, "amqp:link:detach-forced")
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.abort()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from proton import UNDESCRIBED, Array, Data, Described, symbol, ubyte, ulong
+from proton import UNDESCRIBED, Array, Data, DataException, Described, symbol, ubyte, ulong
 
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
 SASL_HEADER = b"AMQP\x03\x01\x00\x00"
@@ -111,7 +111,7 @@ class SaslLayer:
         body, self._buffer = self._buffer[doff * 4 : size], self._buffer[size:]
         try:
             descriptor, fields = _decode(body)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, DataException) as exc:
             return self._fail(SYS, f"undecodable SASL frame: {exc}")
         if descriptor not in (_SASL_INIT, "amqp:sasl-init:list") or not fields:
             return self._fail(SYS, f"expected sasl-init, got {descriptor!r}")

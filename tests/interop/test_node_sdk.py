@@ -1,0 +1,288 @@
+"""Unmodified modules written with Microsoft's Node SDK (azure-iot-device 1.18) against a real hub,
+over AMQP (the transport C# modules and SimulatedTemperatureSensor use by default), AMQP over
+WebSocket, and MQTT beside them.
+
+The SDK connects to port 5671 (AMQP), 443 (WebSocket) or 8883 (MQTT) of the connection string's
+GatewayHostName, so each test gives its hub a loopback address of its own (127.0.0.71, …). The modules
+are ``tests/node/module.js`` processes; ``make test`` installs their packages with ``npm ci``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgehub_emu.hub import EdgeHub
+from edgehub_emu.manifest import parse_deployment
+from edgehub_emu.routing import Message
+from edgehub_emu.settings import Settings
+from edgehub_emu.testing import MethodError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "node" / "module.js"
+DEVICE = "edge-device"
+SENSOR, FILTER = "SimulatedTemperatureSensor", "filtermodule"
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def deployment():
+    doc = json.loads((ROOT / "config" / "deployment.json").read_text())
+    doc["modulesContent"][FILTER] = {"properties.desired": {"tempLimit": 25}}
+    return parse_deployment(doc, env={})
+
+
+class NodeModule:
+    """A module process on the Node SDK; its events are the JSON lines it prints."""
+
+    def __init__(self, process: asyncio.subprocess.Process, name: str, transport: str) -> None:
+        self.process = process
+        self.name = f"{name} ({transport})"
+        self.seen: list[dict[str, Any]] = []
+        self._next_id = 0
+
+    @classmethod
+    async def start(cls, hub: EdgeHub, module: str, transport: str) -> NodeModule:
+        node = shutil.which("node")
+        assert node is not None, "the Node SDK tests need node (Node 20) on the PATH"
+        assert (SCRIPT.parent / "node_modules").is_dir(), "make test installs tests/node with npm ci"
+        env = {**os.environ, **hub.module_environment(module), "TRANSPORT": transport}
+        process = await asyncio.create_subprocess_exec(
+            node,
+            str(SCRIPT),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        return cls(process, module, transport)
+
+    async def event(self, kind: str, timeout: float = 30) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no {kind!r} event; saw {self.seen}{await self._stderr()}")
+            try:
+                async with asyncio.timeout(remaining):
+                    line = await self.process.stdout.readline()
+            except TimeoutError:
+                continue
+            if not line:
+                raise AssertionError(f"{self.name} exited; saw {self.seen}{await self._stderr()}")
+            event = json.loads(line)
+            self.seen.append(event)
+            if event["event"] == kind:
+                return event
+            if event["event"] == "error" and kind != "error":
+                raise AssertionError(f"{self.name} failed: {event}")
+
+    async def _stderr(self) -> str:
+        if self.process.returncode is None or self.process.stderr is None:
+            return ""
+        return "\nstderr: " + (await self.process.stderr.read()).decode()[-3000:]
+
+    async def command(self, **command: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        await self.process.stdin.drain()
+
+    async def send(self, output: str, body: str, **fields: Any) -> None:
+        self._next_id += 1
+        await self.command(op="send", output=output, body=body, id=self._next_id, **fields)
+        sent = await self.event("sent")
+        assert sent["id"] == self._next_id
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            try:
+                await self.command(op="close")
+                async with asyncio.timeout(10):
+                    await self.process.wait()
+            except (TimeoutError, ConnectionError):
+                self.process.kill()
+                await self.process.wait()
+
+
+@pytest.fixture
+async def node_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    hubs: list[EdgeHub] = []
+    modules: list[NodeModule] = []
+
+    async def start(address: str) -> tuple[EdgeHub, Callable[..., Any]]:
+        settings = Settings(
+            data_dir=tmp_path,
+            host=address,
+            mqtts_port=8883,
+            amqps_port=5671,
+            https_port=443,
+            http_port=0,
+            metrics_port=0,
+        )
+        hub = EdgeHub(settings, deployment=deployment())
+        await hub.start()
+        hubs.append(hub)
+
+        async def module(name: str, transport: str) -> NodeModule:
+            m = await NodeModule.start(hub, name, transport)
+            modules.append(m)
+            await m.event("connected")
+            return m
+
+        return hub, module
+
+    yield start
+    for m in modules:
+        await m.stop()
+    for hub in hubs:
+        await hub.stop()
+
+
+ROUTED = {
+    "properties": {"alert": "true", "spaced key": "a value/with?specials&="},
+    "messageId": "m-1",
+    "correlationId": "c-1",
+    "contentType": "application/json",
+    "contentEncoding": "utf-8",
+}
+
+
+def assert_routed_intact(event: dict[str, Any], body: str) -> None:
+    assert event["inputName"] == "input1"
+    assert event["body"] == body
+    assert event["messageId"] == "m-1"
+    assert event["correlationId"] == "c-1"
+    assert event["contentType"] == "application/json"
+    assert event["contentEncoding"] == "utf-8"
+    assert event["properties"]["alert"] == "true"
+    assert event["properties"]["spaced key"] == "a value/with?specials&="
+
+
+@pytest.mark.parametrize(("transport", "address"), [("Amqp", "127.0.0.71"), ("AmqpWs", "127.0.0.72")])
+async def test_node_modules_route_twin_and_methods_over_amqp(node_hub, transport, address, tmp_path):
+    hub, module = await node_hub(address)
+    receiver = await module(FILTER, transport)
+    sender = await module(SENSOR, transport)
+
+    # an output routed to another module's input, everything a module can see intact
+    await receiver.command(op="inputs")
+    await receiver.event("listening")
+    # (as in edgeHub, an AMQP client counts as connected from its first link, not from its CBS token)
+    await _until(lambda: hub.is_connected(FILTER), "the receiver's first link")
+    (info,) = [i for i in hub.snapshot().identities if i.id == f"{DEVICE}/{FILTER}"]
+    assert info.transport is not None and info.transport.startswith("amqp")
+    await sender.send("temperatureOutput", '{"machine": {"temperature": 101.5}}', **ROUTED)
+    assert_routed_intact(await receiver.event("input"), '{"machine": {"temperature": 101.5}}')
+    # the input was accepted: nothing waits in the queue for it
+    await _until(lambda: not hub.queued(FILTER, "input1"), "the input's acknowledgement")
+
+    # twin: get, reported patch, desired patches pushed
+    await receiver.command(op="twin")
+    twin = await receiver.event("twin")
+    assert twin["desired"]["tempLimit"] == 25
+    await receiver.command(op="report", patch={"status": "running", "limit": {"value": 25}})
+    await receiver.event("reported")
+    assert hub.twin(FILTER)["reported"]["limit"] == {"value": 25}
+    await receiver.command(op="desired")
+    await receiver.event("listening")
+    hub.patch_desired(FILTER, {"tempLimit": 30})
+    while (await receiver.event("desired"))["patch"].get("tempLimit") != 30:
+        pass  # the SDK reports the whole twin's desired section once when it subscribes
+
+    # direct methods: from the hub's API, from the CLI, and one nobody answers
+    await receiver.command(op="method", name="reset", status=200, payload={"done": True})
+    await receiver.event("listening")
+    result = await hub.invoke_method(FILTER, "reset", {"hard": True}, response_timeout=20, connect_timeout=10)
+    assert (result.status, result.payload) == (200, {"done": True})
+    assert (await receiver.event("method"))["payload"] == {"hard": True}
+    cli = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("edgehub-emu")),
+        "invoke",
+        FILTER,
+        "reset",
+        "--payload",
+        '{"from": "cli"}',
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await cli.communicate()
+    assert cli.returncode == 0
+    assert json.loads(output) == {"status": 200, "payload": {"done": True}}
+    with pytest.raises(MethodError) as unanswered:
+        await hub.invoke_method(FILTER, "nobody-handles-this", response_timeout=5)
+    assert unanswered.value.status == 504
+
+    # the receiver's own output goes upstream
+    await receiver.send("output1", "alert!", properties={"MessageType": "Alert"})
+    record = await hub.upstream.wait_for(timeout=20)
+    assert record.message.body == b"alert!"
+    assert record.origin == f"{DEVICE}/{FILTER}"
+    assert record.message.properties["MessageType"] == "Alert"
+
+
+@pytest.mark.parametrize(
+    ("sending", "receiving", "address"),
+    [("Amqp", "Mqtt", "127.0.0.73"), ("Mqtt", "Amqp", "127.0.0.74")],
+)
+async def test_a_message_crosses_between_amqp_and_mqtt_intact(node_hub, sending, receiving, address):
+    hub, module = await node_hub(address)
+    receiver = await module(FILTER, receiving)
+    sender = await module(SENSOR, sending)
+    await receiver.command(op="inputs")
+    await receiver.event("listening")
+    await sender.send("temperatureOutput", "across the heads", **ROUTED)
+    assert_routed_intact(await receiver.event("input"), "across the heads")
+    # what a route can see of it, at the hub: the same whichever head it came in on
+    await receiver.send("output1", "upstream too", **ROUTED)
+    record = await hub.upstream.wait_for(timeout=20)
+    assert record.message.properties == ROUTED["properties"]
+    system = record.message.system_properties
+    assert (system["messageId"], system["cid"]) == ("m-1", "c-1")
+    assert (system["contentType"], system["contentEncoding"]) == ("application/json", "utf-8")
+    assert (system["outputName"], system["connectionModuleId"]) == ("output1", FILTER)
+
+
+async def test_a_module_rejecting_an_input_drops_it_as_edgehub_does(node_hub):
+    hub, module = await node_hub("127.0.0.75")
+    receiver = await module(FILTER, "Amqp")
+    await receiver.command(op="inputs", settle="reject")
+    await receiver.event("listening")
+    await hub.send_to_input(FILTER, "input1", Message(body=b"refused"))
+    assert (await receiver.event("input"))["body"] == "refused"
+    await hub.send_to_input(FILTER, "input1", Message(body=b"sentinel"))
+    assert (await receiver.event("input"))["body"] == "sentinel"  # the refused one is not sent again
+    await _until(lambda: not hub.queued(FILTER, "input1"), "the queue to empty")
+
+
+async def test_after_a_hub_restart_amqp_modules_reconnect_and_nothing_acknowledged_is_lost(node_hub):
+    hub, module = await node_hub("127.0.0.76")
+    sender = await module(SENSOR, "Amqp")
+    for i in range(10):  # acknowledged by the hub while the receiver is away: queued durably
+        await sender.send("temperatureOutput", f"before {i}")
+    await hub.stop()
+    restarted, module = await node_hub("127.0.0.76")
+    receiver = await module(FILTER, "Amqp")
+    await receiver.command(op="inputs")
+    await receiver.event("listening")
+    await sender.send("temperatureOutput", "after")
+    assert restarted.is_connected(SENSOR)
+    bodies = [(await receiver.event("input"))["body"] for _ in range(11)]
+    assert bodies == [f"before {i}" for i in range(10)] + ["after"]
+
+
+async def _until(condition: Callable[[], Any], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
