@@ -58,8 +58,11 @@ class AmqpTestClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.engine.capacity() > 0:
-            self.engine.push(data)
+        view = memoryview(data)
+        while view and (capacity := self.engine.capacity()) > 0:  # the engine takes what fits, then reads
+            self.engine.push(bytes(view[:capacity]))
+            view = view[capacity:]
+            self.pump()
         self.pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -100,7 +103,7 @@ class AmqpTestClient(asyncio.Protocol):
                 raise AssertionError(f"timed out waiting for {what}")
             self.changed.clear()
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(min(remaining, 0.05)):  # also polls the hub's side
                     await self.changed.wait()
             except TimeoutError:
                 pass

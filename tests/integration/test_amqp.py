@@ -12,6 +12,7 @@ import pytest
 from proton import Delivery, Message, int32
 
 from edgehub_emu.core import MethodError
+from edgehub_emu.heads.amqp.connection import WRITE_BUFFER_LIMIT
 from edgehub_emu.routing import Message as HubMessage
 
 from .amqp_client import AmqpTestClient
@@ -221,4 +222,52 @@ async def test_an_unanswered_method_over_amqp_times_out_with_504(start_hub):
     with pytest.raises(MethodError) as timed_out:
         await hub.hub.invoke_method("filtermodule", "reset", response_timeout=5, connect_timeout=5)
     assert timed_out.value.status == 504
+    client.close()
+
+
+async def test_a_renewed_token_keeps_the_connection_and_an_expired_one_ends_it(start_hub):
+    hub = await start_hub()
+    now = int(time.time())
+    client = await connect(hub)
+    first = await client.put_token(hub.token(SENSOR, expiry=now + 60), audience(hub, SENSOR))
+    assert first.properties["status-code"] == 200
+    sender = await client.sender(events(SENSOR))
+    assert client.refused(sender) is None
+    renewal = await client.put_token(hub.token(SENSOR, expiry=now + 7200), audience(hub, SENSOR))
+    assert renewal.properties["status-code"] == 200
+    # edgeHub's five-minute check, after the first token's expiry (and its skew): the renewal counts
+    assert hub.hub.check_tokens(now=now + 60 + 600) == []
+    assert hub.hub.is_connected("SimulatedTemperatureSensor")
+    # after the renewed token's: the whole connection is closed
+    assert hub.hub.check_tokens(now=now + 7200 + 600) == [SENSOR]
+    await client.until(lambda: client.closed.done(), what="the connection to close")
+    await client.until(lambda: not hub.hub.is_connected("SimulatedTemperatureSensor"), what="the hub")
+
+
+async def test_a_renewal_that_does_not_authenticate_ends_the_connection_at_the_next_check(start_hub):
+    hub = await start_hub()
+    client = await authenticated(hub, SENSOR)
+    await client.sender(events(SENSOR))
+    wrong = hub.token(SENSOR, key="d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXkgIQ==")
+    assert (await client.put_token(wrong, audience(hub, SENSOR))).properties["status-code"] == 200
+    assert hub.hub.check_tokens() == [SENSOR]
+    await client.until(lambda: client.closed.done(), what="the connection to close")
+
+
+async def test_a_receiver_that_stops_reading_holds_its_inputs_in_the_queue_not_in_memory(start_hub):
+    hub = await start_hub()
+    client = await authenticated(hub, FILTER)
+    inputs = await client.receiver(events(FILTER), credit=5000)  # plenty of credit, then no reading
+    assert client.transport is not None
+    client.transport.pause_reading()
+    body = b"x" * 200_000
+    for _ in range(200):  # a full delivery window of these is more than the socket buffers hold
+        await hub.hub.send_to_input("filtermodule", "input1", HubMessage(body=body))
+    (connection,) = hub.hub.amqp.connections
+    await client.until(connection.backed_up, what="the hub to stop writing")
+    assert connection.transport.get_write_buffer_size() < WRITE_BUFFER_LIMIT + 2 * len(body)
+    assert len(hub.hub.queued("filtermodule", "input1", limit=500)) == 200  # all still queued
+    client.transport.resume_reading()
+    await client.until(lambda: len(client.received.get(inputs.name, [])) == 200, what="every input")
+    await client.until(lambda: not hub.hub.queued("filtermodule", "input1"), what="the acknowledgements")
     client.close()

@@ -25,7 +25,7 @@ from edgehub_emu.hub import EdgeHub
 from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.routing import Message
 from edgehub_emu.settings import Settings
-from edgehub_emu.testing import MethodError
+from edgehub_emu.testing import HubProcess, MethodError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "node" / "module.js"
@@ -52,10 +52,14 @@ class NodeModule:
 
     @classmethod
     async def start(cls, hub: EdgeHub, module: str, transport: str) -> NodeModule:
+        return await cls.launch(module, transport, hub.module_environment(module))
+
+    @classmethod
+    async def launch(cls, module: str, transport: str, credentials: dict[str, str]) -> NodeModule:
         node = shutil.which("node")
         assert node is not None, "the Node SDK tests need node (Node 20) on the PATH"
         assert (SCRIPT.parent / "node_modules").is_dir(), "make test installs tests/node with npm ci"
-        env = {**os.environ, **hub.module_environment(module), "TRANSPORT": transport}
+        env = {**os.environ, **credentials, "TRANSPORT": transport}
         process = await asyncio.create_subprocess_exec(
             node,
             str(SCRIPT),
@@ -286,3 +290,57 @@ async def _until(condition: Callable[[], Any], what: str, timeout: float = 20) -
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+async def test_run_and_creds_from_the_command_line_serve_node_modules_over_amqp(tmp_path: Path):
+    """The README's path with an AMQP module: `edgehub-emu run`, then `edgehub-emu creds MODULE`."""
+    exe = Path(sys.executable).with_name("edgehub-emu")
+    manifest = str(ROOT / "config" / "deployment.json")
+    hub = await asyncio.to_thread(
+        HubProcess,
+        tmp_path,
+        "-m",
+        manifest,
+        "--host",
+        "127.0.0.77",  # 5671 and 8883, as the SDKs require, on an address of its own
+        "--https-port",
+        "0",
+        "--http-port",
+        "0",
+        "--metrics-port",
+        "0",
+        free_ports=False,
+    )
+    modules: list[NodeModule] = []
+    try:
+
+        async def start(module: str, transport: str) -> NodeModule:
+            done = await asyncio.create_subprocess_exec(
+                str(exe),
+                "creds",
+                module,
+                "--format",
+                "json",
+                "-m",
+                manifest,
+                "--data-dir",
+                str(tmp_path),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            output, _ = await done.communicate()
+            assert done.returncode == 0
+            node = await NodeModule.launch(module, transport, json.loads(output))
+            modules.append(node)
+            await node.event("connected")
+            return node
+
+        receiver = await start(FILTER, "Amqp")
+        sender = await start(SENSOR, "Mqtt")
+        await receiver.command(op="inputs")
+        await receiver.event("listening")
+        await sender.send("temperatureOutput", "from the README")
+        assert (await receiver.event("input"))["body"] == "from the README"
+    finally:
+        for m in modules:
+            await m.stop()
+        assert await asyncio.to_thread(hub.stop) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import ssl
 import subprocess
 import threading
@@ -25,6 +26,7 @@ from edgehub_emu.testing import EdgeHubFixture
 ROOT = Path(__file__).resolve().parents[2]
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
 SDK_MODULE = ROOT / "tests" / "interop" / "sdk_module.py"
+NODE_MODULE = ROOT / "tests" / "node" / "module.js"
 
 # The project's example deployment with one route instead: everything any module sends goes upstream.
 EVERYTHING_UP = json.loads((ROOT / "config" / "deployment.json").read_text())
@@ -190,6 +192,39 @@ def test_a_real_sdk_module_runs_against_the_fixture(edgehub):
         assert (result.status, result.payload) == (200, {"echo": {"n": 1}, "method": "ping"})
     finally:
         module.stdin.write(json.dumps({"quit": True}) + "\n")
+        module.stdin.flush()
+        module.wait(20)
+
+
+@pytest.mark.edgehub(sdk=True)
+def test_a_node_module_over_amqp_runs_against_the_fixture(edgehub):
+    node = shutil.which("node")
+    assert node is not None, "the Node SDK tests need node on the PATH"
+    assert edgehub.amqps_port == 5671
+    env = {"PATH": "/usr/bin:/bin", **edgehub.module_env("filtermodule"), "TRANSPORT": "Amqp"}
+    module = subprocess.Popen(
+        [node, str(NODE_MODULE)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert module.stdin is not None and module.stdout is not None
+    try:
+        events = _events(module.stdout)
+        assert events.get(timeout=30)["event"] == "connected"
+        module.stdin.write(json.dumps({"op": "inputs"}) + "\n")
+        module.stdin.flush()
+        assert events.get(timeout=30)["event"] == "listening"
+        edgehub.send_to_input("filtermodule", "input1", b"to the node module", properties={"k": "v"})
+        received = events.get(timeout=30)
+        assert (received["event"], received["body"], received["properties"]) == (
+            "input",
+            "to the node module",
+            {"k": "v"},
+        )
+        command = {"op": "send", "output": "output1", "body": "from node", "id": 1}
+        module.stdin.write(json.dumps(command) + "\n")
+        module.stdin.flush()
+        assert edgehub.upstream.get(timeout=30).body == b"from node"
+    finally:
+        module.stdin.write(json.dumps({"op": "close"}) + "\n")
         module.stdin.flush()
         module.wait(20)
 
