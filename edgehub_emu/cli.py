@@ -559,11 +559,31 @@ def _running_status(data_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _print_listeners(endpoints_file: Path) -> None:
+    """Where the running hub listens, from the ``endpoints.json`` it wrote."""
+    try:
+        e = json.loads(endpoints_file.read_text())
+    except (OSError, ValueError):
+        return
+    listeners = [
+        ("MQTT over TLS", e.get("mqtts_port"), e.get("host")),
+        ("AMQP over TLS", e.get("amqps_port"), e.get("host")),
+        ("MQTT/AMQP over WebSocket", e.get("https_port"), e.get("host")),
+        ("plain MQTT", e.get("mqtt_port"), e.get("mqtt_host")),
+        ("management API", e.get("http_port"), e.get("http_host")),
+    ]
+    out.print(f"listening (GatewayHostName={e.get('hostname')}):")
+    for name, port, host in listeners:
+        if port is not None:
+            out.print(f"  {name:26} {host}:{port}")
+
+
 def _print_running_hub(hub_status: dict[str, Any]) -> None:
     """Connections, route hits, the upstream and local modules of a running hub."""
     out.print("identities:")
     for identity in hub_status["identities"]:
-        state = "connected" if identity["connected"] else "not connected"
+        transport = f" over {identity['transport']}" if identity.get("transport") else ""
+        state = f"connected{transport}" if identity["connected"] else "not connected"
         subscriptions = f", {len(identity['subscriptions'])} subscriptions" if identity["connected"] else ""
         out.print(f"  {identity['id']:40} {identity['kind']:12} {state}{subscriptions}")
     out.print("routes:")
@@ -606,6 +626,7 @@ def status(
     settings = _settings(manifest=manifest, device_id=device_id, data_dir=data_dir)
     running = _running_status(settings.data_dir)
     if running is not None:
+        _print_listeners(settings.data_dir / "endpoints.json")
         _print_running_hub(running)
         queues = [
             (q["endpoint"], q["priority"], q["messages"], _epoch(q["nextExpiry"])) for q in running["queues"]

@@ -271,3 +271,16 @@ async def test_a_receiver_that_stops_reading_holds_its_inputs_in_the_queue_not_i
     await client.until(lambda: len(client.received.get(inputs.name, [])) == 200, what="every input")
     await client.until(lambda: not hub.hub.queued("filtermodule", "input1"), what="the acknowledgements")
     client.close()
+
+
+async def test_a_leaf_device_gets_cloud_to_device_messages_on_its_devicebound_link(start_hub):
+    hub = await start_hub(leaf_devices=("leaf1",))
+    client = await authenticated(hub, "leaf1")
+    c2d = await client.receiver("/devices/leaf1/messages/devicebound")
+    assert client.refused(c2d) is None
+    await client.until(lambda: hub.hub.is_connected("leaf1"), what="the leaf device")
+    hub.hub.send_c2d("leaf1", b"to the device", {"k": "v"}, {"messageId": "c2d-1"})
+    (message,) = await client.until(lambda: client.received.get(c2d.name), what="the C2D message")
+    assert (message.body, message.properties, message.id) == (b"to the device", {"k": "v"}, "c2d-1")
+    assert message.annotations["x-opt-lock-token"]
+    client.close()

@@ -17,6 +17,7 @@ from .conftest import DEVICE, HubSubprocess
 
 pytestmark = pytest.mark.timeout(90)
 EXE = str(Path(sys.executable).with_name("edgehub-emu"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -118,6 +119,14 @@ def test_invoke_twin_send_and_monitor_from_the_command_line(tmp_path: Path):
         finally:
             monitor.terminate()
             monitor.wait(10)
+
+        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+        shown_status = cli(tmp_path, "status", "-m", str(ROOT / "config" / "deployment.json"))
+        assert shown_status.returncode == 0, shown_status.stderr
+        assert f"AMQP over TLS              127.0.0.1:{endpoints['amqps_port']}" in shown_status.stdout
+        assert f"MQTT over TLS              127.0.0.1:{endpoints['mqtts_port']}" in shown_status.stdout
+        assert f"{DEVICE}/filtermodule" in shown_status.stdout
+        assert "connected over mqtt" in shown_status.stdout
 
         missing = cli(tmp_path, "invoke", "SimulatedTemperatureSensor", "reset")
         assert missing.returncode == 1 and "not found" in missing.stderr

@@ -58,7 +58,7 @@ def test_the_hub_image_runs_as_a_user_with_volumes_ports_and_a_health_check():
     words = [w for w, _ in steps]
     assert steps[0][1].startswith("python:3.11-slim")
     assert ("USER", "edgehub") in steps and words.index("USER") > words.index("RUN")
-    assert ("VOLUME", "/data") in steps and ("EXPOSE", "8883 443") in steps
+    assert ("VOLUME", "/data") in steps and ("EXPOSE", "8883 5671 443") in steps
     health = next(rest for w, rest in steps if w == "HEALTHCHECK")
     assert "http://127.0.0.1:53000/health" in health
     assert ("ENTRYPOINT", '["edgehub-emu"]') in steps and ("CMD", '["run"]') in steps
@@ -88,37 +88,71 @@ def test_the_compose_file_agrees_with_the_repository_and_the_deployment():
         assert (ROOT / "examples" / "modules" / environment["MODULE_DIR"] / "main.py").is_file()
     words = {word.strip(";") for word in services["credentials"]["command"][0].split()}
     assert modules <= words, "the credentials service must write every module's credentials"
-    assert services["edgehub"]["ports"] == ["8883:8883", "443:443"]
+    assert services["edgehub"]["ports"] == ["8883:8883", "5671:5671", "443:443"]
 
 
-def test_the_hub_images_install_step_works_in_a_fresh_virtual_environment(tmp_path: Path):
-    build = tmp_path / "build"
+def image_environment(dockerfile: Path) -> dict[str, str]:
+    """The ``ENV`` a Dockerfile sets (``KEY=value`` pairs)."""
+    environment: dict[str, str] = {}
+    for word, rest in instructions(dockerfile):
+        if word == "ENV":
+            environment.update(pair.split("=", 1) for pair in shlex.split(rest))
+    return environment
+
+
+def test_the_hub_images_install_step_and_commands_work_as_the_image_runs_them(tmp_path: Path):
+    """`pip install .` on exactly the files the image copies, in a fresh virtual environment; then
+    `run` and `creds` in the image's working directory with the image's environment and no checkout
+    (the image's /config and /data under tmp_path; ports chosen by the OS, as tests run side by side)."""
+    steps = instructions(DOCKER / "Dockerfile")
+    workdir = tmp_path / next(rest for word, rest in steps if word == "WORKDIR").lstrip("/")
     for source in copy_sources(DOCKER / "Dockerfile"):
-        target = build / Path(source).name if source != "config" else tmp_path / "config"
+        target = workdir / Path(source).name if source != "config" else tmp_path / "config"
         if (ROOT / source).is_dir():
             shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            build.mkdir(exist_ok=True)
+            workdir.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / source, target)
-    run_step = next(rest for word, rest in instructions(DOCKER / "Dockerfile") if word == "RUN")
-    install = run_step.split("&&")[0].split()
+    run_step = next(rest for word, rest in steps if word == "RUN")
+    install = next(c.split() for c in run_step.split("&&") if c.split()[:2] == ["pip", "install"])
     assert install == ["pip", "install", "."]
     venv.create(tmp_path / "venv", with_pip=True)
     python = tmp_path / "venv" / "bin" / "python"
 
     installed = subprocess.run(
-        [str(python), "-m", *install, "--quiet"], cwd=build, capture_output=True, text=True, timeout=600
+        [str(python), "-m", *install, "--quiet"], cwd=workdir, capture_output=True, text=True, timeout=900
     )
-
     assert installed.returncode == 0, installed.stderr[-3000:]
+
+    image_env = image_environment(DOCKER / "Dockerfile")
+    assert image_env["EDGEHUB_EMU_MANIFEST"] == "/config/deployment.json"
+    env = {
+        "PATH": f"{tmp_path / 'venv' / 'bin'}:/usr/bin:/bin",
+        **{k: v.replace("/config", str(tmp_path / "config")) for k, v in image_env.items()},
+        "EDGEHUB_EMU_DATA_DIR": str(tmp_path / "data"),
+        **{f"EDGEHUB_EMU_{port}_PORT": "0" for port in ("MQTTS", "AMQPS", "HTTPS", "HTTP", "METRICS")},
+        "EDGEHUB_EMU_HOST": "127.0.0.1",
+    }
+    exe = str(tmp_path / "venv" / "bin" / "edgehub-emu")
     validated = subprocess.run(
-        [
-            str(tmp_path / "venv" / "bin" / "edgehub-emu"),
-            "validate",
-            str(tmp_path / "config" / "deployment.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [exe, "validate", env["EDGEHUB_EMU_MANIFEST"]], cwd=workdir, env=env, capture_output=True, text=True
     )
     assert validated.returncode == 0, validated.stdout + validated.stderr
+    hub = subprocess.Popen([exe, "run"], cwd=workdir, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert hub.stdout is not None
+        banner = ""
+        for line in hub.stdout:
+            banner += line
+            if line.startswith("ready"):
+                break
+        assert f"deployment {tmp_path / 'config' / 'deployment.json'}" in banner, banner
+        assert "AMQP over TLS" in banner
+        creds = subprocess.run(
+            [exe, "creds", "filtermodule"], cwd=workdir, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert creds.returncode == 0, creds.stderr
+        assert "GatewayHostName=edgehub" in creds.stdout  # the image's EDGEHUB_EMU_HOSTNAME
+    finally:
+        hub.terminate()
+        assert hub.wait(30) == 0

@@ -18,7 +18,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from proton import Collector, Condition, Connection, Endpoint, Event, Transport
+from cproton_ffi import ffi, lib  # the collector read by event type (see ``_events``)
+from proton import Collector, Condition, Connection, Delivery, Endpoint, Link, Session, Transport
 
 from .links import Links
 from .sasl import Principal, SaslLayer, Stage
@@ -34,6 +35,22 @@ CHANNEL_MAX = 8191
 WRITE_BUFFER_LIMIT = 1 << 20
 """Past this many bytes waiting for a slow client, the hub sends it nothing more until they drain."""
 
+_ANSWERED = frozenset(
+    {
+        lib.PN_DELIVERY,
+        lib.PN_LINK_FLOW,
+        lib.PN_LINK_REMOTE_OPEN,
+        lib.PN_LINK_REMOTE_CLOSE,
+        lib.PN_LINK_REMOTE_DETACH,
+        lib.PN_SESSION_REMOTE_OPEN,
+        lib.PN_SESSION_REMOTE_CLOSE,
+        lib.PN_CONNECTION_REMOTE_OPEN,
+        lib.PN_CONNECTION_REMOTE_CLOSE,
+        lib.PN_TRANSPORT_TAIL_CLOSED,
+        lib.PN_TRANSPORT_ERROR,
+    }
+)
+
 
 class AmqpConnection(asyncio.Protocol):
     def __init__(self, head: AmqpHead, transport_kind: str = "amqp") -> None:
@@ -45,6 +62,7 @@ class AmqpConnection(asyncio.Protocol):
         self.engine: Transport | None = None
         self.pconn: Connection | None = None
         self.collector = Collector()
+        self._collector = self.collector._impl  # the C collector, read directly by ``_events``
         self.links = Links(self)
         self.closed = False
         self._kicked = False
@@ -167,36 +185,42 @@ class AmqpConnection(asyncio.Protocol):
             self._tick = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._run)
 
     def _events(self) -> None:
-        while (event := self.collector.peek()) is not None:
-            try:
-                self._dispatch(event)
-            except Exception:  # a bug must not take the hub down: close this client only
-                log.exception("error handling %s from %s", event.type, self.peer)
-                self.close("internal error", "amqp:internal-error")
-            self.collector.pop()
+        """Answer what proton collected. Events are read from the collector by type and only what this
+        head answers is wrapped, and only in the object it needs: proton's ``Event`` wraps the delivery,
+        link, session, connection and transport of every event, most of the CPU a message costs."""
+        collector = self._collector
+        while (event := lib.pn_collector_peek(collector)) != ffi.NULL:
+            kind = lib.pn_event_type(event)
+            if kind in _ANSWERED:
+                try:
+                    self._dispatch(kind, event)
+                except Exception:  # a bug must not take the hub down: close this client only
+                    log.exception("error handling AMQP event %d from %s", kind, self.peer)
+                    self.close("internal error", "amqp:internal-error")
+            lib.pn_collector_pop(collector)
 
-    def _dispatch(self, event: Event) -> None:
-        kind = event.type
-        if kind == Event.DELIVERY:
-            self.links.delivery(event.delivery)
-        elif kind == Event.LINK_FLOW:
-            self.links.flow(event.link)
-        elif kind == Event.LINK_REMOTE_OPEN:
-            self.links.attach(event.link)
-        elif kind in (Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH):
-            self.links.detach(event.link)
-        elif kind == Event.SESSION_REMOTE_OPEN:
-            event.session.open()
-        elif kind == Event.SESSION_REMOTE_CLOSE:
-            event.session.close()
-        elif kind == Event.CONNECTION_REMOTE_OPEN:
-            self._opened(event.connection)
-        elif kind == Event.CONNECTION_REMOTE_CLOSE:
-            event.connection.close()
-        elif kind == Event.TRANSPORT_TAIL_CLOSED:
+    def _dispatch(self, kind: int, event: Any) -> None:
+        if kind == lib.PN_DELIVERY:
+            self.links.delivery(Delivery.wrap(lib.pn_event_delivery(event)))
+        elif kind == lib.PN_LINK_FLOW:
+            self.links.flow(Link.wrap(lib.pn_event_link(event)))
+        elif kind == lib.PN_LINK_REMOTE_OPEN:
+            self.links.attach(Link.wrap(lib.pn_event_link(event)))
+        elif kind == lib.PN_LINK_REMOTE_CLOSE or kind == lib.PN_LINK_REMOTE_DETACH:
+            self.links.detach(Link.wrap(lib.pn_event_link(event)))
+        elif kind == lib.PN_SESSION_REMOTE_OPEN:
+            Session.wrap(lib.pn_event_session(event)).open()
+        elif kind == lib.PN_SESSION_REMOTE_CLOSE:
+            Session.wrap(lib.pn_event_session(event)).close()
+        elif kind == lib.PN_CONNECTION_REMOTE_OPEN:
+            self._opened(Connection.wrap(lib.pn_event_connection(event)))
+        elif kind == lib.PN_CONNECTION_REMOTE_CLOSE:
+            Connection.wrap(lib.pn_event_connection(event)).close()
+        elif kind == lib.PN_TRANSPORT_TAIL_CLOSED:
             self._tail_closed()
-        elif kind == Event.TRANSPORT_ERROR:
-            condition = event.transport.condition
+        elif kind == lib.PN_TRANSPORT_ERROR:
+            assert self.engine is not None
+            condition = self.engine.condition
             log.warning(
                 "AMQP connection from %s failed: %s", self.peer, condition.description if condition else "?"
             )

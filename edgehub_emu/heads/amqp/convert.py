@@ -30,6 +30,7 @@ from ...routing.message import (
     RP_SENDER_MODULE_ID,
     TO,
 )
+from .wire import WireMessage
 
 USER_ID = "userId"
 EXPIRY = "absolute-expiry-time"
@@ -37,6 +38,8 @@ INTERFACE_ID = "iothub-interface-id"
 SUBJECT = "dt-subject"
 INPUT_NAME_ANNOTATION = "x-opt-input-name"
 LOCK_TOKEN_ANNOTATION = "x-opt-lock-token"
+DEVICE_ANNOTATION = "iothub-connection-device-id"
+MODULE_ANNOTATION = "iothub-connection-module-id"
 
 _APP_TO_SYSTEM = {  # application property -> system property, both ways (outputName only inbound)
     "iothub-message-schema": "messageSchema",
@@ -113,10 +116,10 @@ def from_amqp(amqp: AmqpMessage) -> Message:
     return Message(body=bytes(body), properties=properties, system_properties=system)
 
 
-def to_amqp(message: Message, input_name: str | None = None, lock_token: str | None = None) -> AmqpMessage:
+def to_amqp(message: Message, input_name: str | None = None, lock_token: str | None = None) -> WireMessage:
     """A message for a module input (``input_name``, ``lock_token``) or a device's C2D link."""
     system = message.system_properties
-    amqp = AmqpMessage(body=message.body, inferred=True)
+    amqp = WireMessage(body=message.body, inferred=True)
     if system.get(MESSAGE_ID) is not None:
         amqp.id = system[MESSAGE_ID]
     if system.get(CORRELATION_ID) is not None:
@@ -132,20 +135,21 @@ def to_amqp(message: Message, input_name: str | None = None, lock_token: str | N
     expiry = system.get(EXPIRY)
     if expiry and (seconds := _seconds(expiry)) is not None:
         amqp.expiry_time = seconds
-    annotations: dict[symbol, Any] = {}
+    annotations: dict[str, str | None] = {}  # symbols on the wire
     device = system.get(RP_SENDER_DEVICE_ID) or system.get(CONNECTION_DEVICE_ID)
     module = system.get(RP_SENDER_MODULE_ID) or system.get(CONNECTION_MODULE_ID)
     if device:
-        annotations[symbol("iothub-connection-device-id")] = device
+        annotations[DEVICE_ANNOTATION] = device
     if module:
-        annotations[symbol("iothub-connection-module-id")] = module
-    if system.get(SUBJECT) is not None:
-        annotations[symbol(SUBJECT)] = system[SUBJECT]
+        annotations[MODULE_ANNOTATION] = module
+    subject = system.get(SUBJECT)
+    if subject is not None:
+        annotations[SUBJECT] = subject
     if input_name is not None:
-        annotations[symbol(INPUT_NAME_ANNOTATION)] = input_name
+        annotations[INPUT_NAME_ANNOTATION] = input_name
     if lock_token is not None:
-        annotations[symbol(LOCK_TOKEN_ANNOTATION)] = lock_token
-    amqp.annotations = annotations
+        annotations[LOCK_TOKEN_ANNOTATION] = lock_token
+    amqp.annotation_dict = annotations
     properties: dict[str, Any] = {}
     for app_name, system_name in _APP_TO_SYSTEM.items():
         if system.get(system_name) is not None:
@@ -158,3 +162,9 @@ def to_amqp(message: Message, input_name: str | None = None, lock_token: str | N
 def lock_token_tag(token: str) -> bytes:
     """The delivery tag edgeHub uses: the lock-token GUID's 16 bytes in .NET's order."""
     return uuid.UUID(token).bytes_le
+
+
+def new_lock_token() -> tuple[str, bytes]:
+    """A fresh lock token and its delivery tag."""
+    token = uuid.uuid4()
+    return str(token), token.bytes_le

@@ -26,6 +26,7 @@ from .addresses import AddressError, LinkKind, parse_address
 from .cbs import CbsError, put_token, reply
 from .convert import NoBody, from_amqp, id_text
 from .proxy import AmqpProxy
+from .wire import WireMessage
 
 if TYPE_CHECKING:
     from .connection import AmqpConnection
@@ -233,7 +234,7 @@ class Links:
             return
         data = link.recv(delivery.pending)
         link.advance()
-        message = AmqpMessage()
+        message = WireMessage() if kind is LinkKind.EVENTS else AmqpMessage()  # telemetry: the hot path
         try:
             message.decode(data)
         except Exception as exc:  # proton raises its own error types for bad encodings

@@ -23,7 +23,7 @@ from ...core import SendOutcome, Settle
 from ...identity import Identity
 from ...routing import Message
 from .addresses import LinkKind
-from .convert import lock_token_tag, to_amqp
+from .convert import new_lock_token, to_amqp
 
 if TYPE_CHECKING:
     from .connection import AmqpConnection
@@ -57,8 +57,8 @@ class AmqpProxy:
         link = self._link(LinkKind.MODULE_MESSAGES)
         if link is None or link.credit <= 0 or self.connection.backed_up():
             return SendOutcome.UNAVAILABLE
-        lock_token = str(uuid.uuid4())
-        delivery = link.delivery(lock_token_tag(lock_token))
+        lock_token, tag = new_lock_token()
+        delivery = link.delivery(tag)
         link.send(to_amqp(message, input_name, lock_token).encode())
         link.advance()
         delivery.lock_token = lock_token
@@ -153,8 +153,8 @@ class AmqpProxy:
         link = self._link(LinkKind.C2D)
         if link is None or link.credit <= 0 or self.connection.backed_up():
             return False
-        lock_token = str(uuid.uuid4())
-        link.delivery(lock_token_tag(lock_token))
+        lock_token, tag = new_lock_token()
+        link.delivery(tag)
         link.send(to_amqp(message, lock_token=lock_token).encode())
         link.advance()
         self.connection.kick()
