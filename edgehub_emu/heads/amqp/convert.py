@@ -116,10 +116,18 @@ def from_amqp(amqp: AmqpMessage) -> Message:
     return Message(body=bytes(body), properties=properties, system_properties=system)
 
 
-def to_amqp(message: Message, input_name: str | None = None, lock_token: str | None = None) -> WireMessage:
-    """A message for a module input (``input_name``, ``lock_token``) or a device's C2D link."""
+def to_amqp(
+    message: Message,
+    input_name: str | None = None,
+    lock_token: str | None = None,
+    into: WireMessage | None = None,
+) -> WireMessage:
+    """A message for a module input (``input_name``, ``lock_token``) or a device's C2D link; filled
+    ``into`` a message that is reused, if given."""
     system = message.system_properties
-    amqp = WireMessage(body=message.body, inferred=True)
+    amqp = into.reset() if into is not None else WireMessage()
+    amqp.body = message.body
+    amqp.inferred = True
     if system.get(MESSAGE_ID) is not None:
         amqp.id = system[MESSAGE_ID]
     if system.get(CORRELATION_ID) is not None:

@@ -69,6 +69,7 @@ class Links:
         self._cbs_replies: list[AmqpMessage] = []
         self._replies = 0
         self._links = 0
+        self._telemetry_message = WireMessage()
 
     # --- attach and detach -------------------------------------------------------------------------
 
@@ -234,7 +235,8 @@ class Links:
             return
         data = link.recv(delivery.pending)
         link.advance()
-        message = WireMessage() if kind is LinkKind.EVENTS else AmqpMessage()  # telemetry: the hot path
+        # Telemetry, the hot path, decodes into one message per connection (its values are copied out).
+        message = self._telemetry_message if kind is LinkKind.EVENTS else AmqpMessage()
         try:
             message.decode(data)
         except Exception as exc:  # proton raises its own error types for bad encodings

@@ -24,6 +24,7 @@ from ...identity import Identity
 from ...routing import Message
 from .addresses import LinkKind
 from .convert import new_lock_token, to_amqp
+from .wire import WireMessage
 
 if TYPE_CHECKING:
     from .connection import AmqpConnection
@@ -46,6 +47,7 @@ class AmqpProxy:
         self._unsettled: dict[str, tuple[Any, Settle]] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._waiting: dict[LinkKind, deque[AmqpMessage]] = {}  # pre-settled messages waiting for credit
+        self._outgoing = WireMessage()  # filled and encoded for every input sent
 
     def _link(self, kind: LinkKind) -> Link | None:
         link = self.links.get(kind)
@@ -59,7 +61,7 @@ class AmqpProxy:
             return SendOutcome.UNAVAILABLE
         lock_token, tag = new_lock_token()
         delivery = link.delivery(tag)
-        link.send(to_amqp(message, input_name, lock_token).encode())
+        link.send(to_amqp(message, input_name, lock_token, self._outgoing).encode())
         link.advance()
         delivery.lock_token = lock_token
         self._unsettled[lock_token] = (token, settle)
@@ -155,7 +157,7 @@ class AmqpProxy:
             return False
         lock_token, tag = new_lock_token()
         link.delivery(tag)
-        link.send(to_amqp(message, lock_token=lock_token).encode())
+        link.send(to_amqp(message, lock_token=lock_token, into=self._outgoing).encode())
         link.advance()
         self.connection.kick()
         return True

@@ -30,6 +30,17 @@ class WireMessage(AmqpMessage):
     value of another type, as this head reads them anyway), and whose body is a Data section."""
 
     annotation_dict: dict[str, str | None] | None  # proton's attribute behind ``annotations``
+    properties: dict[str, Any] | None
+    body: Any
+
+    def reset(self) -> WireMessage:
+        """Empty again, to be filled and encoded once more (one message per connection, not per send)."""
+        lib.pn_message_clear(self._msg)
+        self.instructions = None
+        self.annotation_dict = None
+        self.properties = None
+        self.body = None
+        return self
 
     def _pre_encode(self) -> None:
         message = self._msg
