@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from . import backlog_bench, brokers_bench, fixture_bench, mqtt_bench, routing_bench
+from . import amqp_bench, backlog_bench, brokers_bench, fixture_bench, mqtt_bench, routing_bench
 
 
 def main() -> int:
     print("edgehub-emu benchmarks on this machine (what each figure measures: bench/*.py docstrings)\n")
     table, results = brokers_bench.run()
     print("\n".join(table) + "\n")
+    amqp_table, amqp_results = amqp_bench.run()
+    print("\n".join(amqp_table) + "\n")
+    results += amqp_results
     results += routing_bench.run()
     results += backlog_bench.run()
     results += mqtt_bench.run()
