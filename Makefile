@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # The real Azure IoT SDK for Python needs paho-mqtt<2, so it lives in its own environment; the interop
-# tests run sample modules in it as subprocesses.
+# tests run sample modules in it as subprocesses. It also holds edgehub-emu and pytest, as a module
+# project's environment would: the README's fixture example runs there.
 SDK_VENV := .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed-stamp
 MANIFEST ?= config/deployment.json
@@ -21,10 +22,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(SDK_STAMP): examples/modules/requirements.txt
+$(SDK_STAMP): examples/modules/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(SDK_VENV)
 	$(SDK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SDK_VENV)/bin/python -m pip install --quiet -r examples/modules/requirements.txt
+	$(SDK_VENV)/bin/python -m pip install --quiet -r examples/modules/requirements.txt -e . pytest
 	touch $(SDK_STAMP)
 
 # Microsoft's Node SDK (MQTT and AMQP transports) for the interop tests, pinned by the lock file.

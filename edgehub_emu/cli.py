@@ -686,10 +686,18 @@ def _call(action):
         raise typer.Exit(1) from None
 
 
+def _file_argument(value: str, option: str) -> bytes:
+    """The bytes of ``@FILE``, or a CLI error naming the option and the file."""
+    try:
+        return Path(value[1:]).read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {value[1:]}: {exc.strerror}", param_hint=option) from None
+
+
 def _json_argument(value: str | None, option: str) -> Any:
     if value is None:
         return None
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    text = _file_argument(value, option).decode("utf-8", "replace") if value.startswith("@") else value
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -709,11 +717,12 @@ def invoke(
     token: str | None = TokenOption,
 ) -> None:
     """Call a direct method on a connected module, as the cloud would."""
+    arguments = _json_argument(payload, "--payload")
     client = _client(data_dir, token)
     device, module_id = _device_module(module, data_dir)
     body = {
         "methodName": method,
-        "payload": _json_argument(payload, "--payload"),
+        "payload": arguments,
         "responseTimeoutInSeconds": timeout,
         "connectTimeoutInSeconds": connect_timeout,
     }
@@ -780,8 +789,8 @@ def send(
     module, _, input_name = target.partition("/")
     if not module or not input_name:
         raise typer.BadParameter("expected MODULE/INPUT", param_hint="TARGET")
+    data = _file_argument(body, "--body") if body.startswith("@") else body.encode()
     client = _client(data_dir, token)
-    data = Path(body[1:]).read_bytes() if body.startswith("@") else body.encode()
     headers = {"edgehub-properties": json.dumps(_pairs(prop, "--prop"))}
     for header, value in (
         ("content-type", content_type),

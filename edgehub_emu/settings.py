@@ -77,6 +77,13 @@ class Settings:
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0
 
+    def __post_init__(self) -> None:
+        # Paths given as text (``Settings(data_dir=".hub")``) work as paths.
+        for name in ("manifest", "data_dir", "workload_socket", "upstream_ca"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """The defaults, then every ``EDGEHUB_EMU_*`` variable that is set, then ``overrides``."""

@@ -157,6 +157,7 @@ class EdgeHubFixture:
     """A running hub and the helpers a module author needs in a test."""
 
     def __init__(self, settings: Settings, deployment: Deployment) -> None:
+        self.settings = settings
         self._loop = _LoopThread()
         self.hub = EdgeHub(settings, deployment=deployment)
         try:
@@ -264,15 +265,19 @@ class EdgeHubFixture:
             snapshot = hub.snapshot()
             queued = snapshot.depths()
             clients = sorted(snapshot.connected)
-            return "\n".join(
-                [
-                    headline,
-                    "upstream messages so far:" if arrived else "nothing reached $upstream",
-                    *arrived,
-                    f"still queued: {queued or 'nothing'}",
-                    f"connected: {', '.join(clients) or 'no client'}",
-                ]
-            )
+            lines = [
+                headline,
+                "upstream messages so far:" if arrived else "nothing reached $upstream",
+                *arrived,
+                f"still queued: {queued or 'nothing'}",
+                f"connected: {', '.join(clients) or 'no client'}",
+            ]
+            if not clients and self.settings.mqtts_port == 0:
+                lines.append(
+                    "(a module written with Microsoft's SDKs dials port 8883, 5671 or 443, never this hub's "
+                    "free ports: mark the test @pytest.mark.edgehub(sdk=True))"
+                )
+            return "\n".join(lines)
 
         return self._call(state)
 

@@ -141,6 +141,7 @@ def test_a_failed_wait_says_what_did_happen(edgehub):
     assert "no upstream message matched within 0.2 s" in text
     assert "nothing reached $upstream" in text
     assert "edge-device/filtermodule/input1" in text and "connected: no client" in text
+    assert "@pytest.mark.edgehub(sdk=True)" in text  # the likely cause, when an SDK module never came
 
 
 def test_twins_and_methods_without_a_module_connected(edgehub):

@@ -183,3 +183,23 @@ def test_run_refuses_local_modules_it_cannot_start_and_names_the_problem(tmp_pat
 
     result = invoke("run", "-m", str(EXAMPLE), "--data-dir", str(tmp_path), "--module", "filtermodule")
     assert result.exit_code == 1 and "expected NAME=COMMAND" in result.output
+
+
+def test_a_missing_body_or_payload_file_is_a_message_not_a_traceback(tmp_path: Path):
+    exe = shutil.which("edgehub-emu", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    for command in (
+        ["send", "filtermodule/input1", "--body", "@reading.json"],
+        ["invoke", "filtermodule", "reset", "--payload", "@reading.json"],
+    ):
+        done = subprocess.run(
+            [exe, *command, "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stderr
+        said = " ".join(done.stderr.replace("│", " ").split())  # rich wraps the message in a box
+        assert "cannot read reading.json: No such file or directory" in said
+        assert "Traceback" not in done.stderr
