@@ -20,6 +20,7 @@ from typing import Any
 
 from .api import hub_apps
 from .core import HubCore, MethodError, MethodResult
+from .data_lock import DataDirectoryInUse, lock_data_directory
 from .delivery import Deliveries
 from .heads.amqp import AmqpHead
 from .heads.mqtt import MqttHead, broker_mode
@@ -113,6 +114,10 @@ class EdgeHub:
         self.deployment, self.route_table = deployment, compile_routes(deployment, s.device_id)
         data = s.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_data_directory(data, stack)
+        except DataDirectoryInUse as exc:
+            raise HubError(str(exc)) from None
         self.identities = IdentityRegistry(
             s.device_id, deployment.module_names, list(s.leaf_devices), data / "identities.json"
         )

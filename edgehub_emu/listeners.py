@@ -168,7 +168,7 @@ class Listeners:
             if not s.https_port_fallback:
                 raise
             log.warning(
-                "%s; MQTT over WebSocket takes a free port instead (the SDKs' websocket option needs "
+                "%s; MQTT and AMQP over WebSocket take a free port instead (the SDKs' websocket option needs "
                 "port 443: pass --https-port 443 where it is allowed)",
                 exc,
             )

@@ -30,6 +30,8 @@ from .errors import ManifestError, ManifestProblem
 from .models import EdgeAgentDesired, EdgeHubDesired
 
 DESIRED = "properties.desired"
+MAX_MODULES = 50
+"""IoT Hub's limit on modules in one IoT Edge deployment (IoT Edge's documented limits)."""
 M = TypeVar("M", bound=BaseModel)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -238,6 +240,14 @@ def parse_deployment(
         if "$edgeAgent" in desired
         else None
     )
+    if agent is not None and len(agent.modules) > MAX_MODULES:
+        problems.append(
+            ManifestProblem(
+                f"{prefix}$edgeAgent.{DESIRED}.modules",
+                f"{len(agent.modules)} modules: IoT Hub deploys at most {MAX_MODULES} modules per IoT Edge "
+                "deployment (IoT Edge's limits: modules in a deployment)",
+            )
+        )
     hub = (
         _validate(EdgeHubDesired, desired.get("$edgeHub", {}), f"{prefix}$edgeHub.{DESIRED}", problems)
         if "$edgeHub" in desired

@@ -113,6 +113,15 @@ def _tree_warnings(tree: ast.Expr, condition: str) -> list[RouteWarning]:
             )
         if isinstance(node, ast.SysProperty) and node.name.lower().startswith("$body."):
             uses_body = True
+        if isinstance(node, ast.SysProperty) and node.name.lower().split(".")[0] == "$twin":
+            out.append(
+                RouteWarning(
+                    "twin-in-condition",
+                    f"{node.name}: routes cannot see module twins (IoT Hub's $twin queries are not "
+                    "edgeHub's); edgeHub reads it as a system property no message has, so the condition "
+                    "is undefined and the message is not routed",
+                )
+            )
     if uses_body and not checks_content_type:
         out.append(
             RouteWarning(

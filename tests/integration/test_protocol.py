@@ -387,7 +387,7 @@ async def test_deliveries_in_flight_per_client_follow_the_window(start_hub, wind
     sender.stop()
 
 
-async def test_default_https_port_falls_back_to_a_free_one_when_taken(start_hub):
+async def test_default_https_port_falls_back_to_a_free_one_when_taken(start_hub, tmp_path):
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.9", 0))
@@ -396,7 +396,9 @@ async def test_default_https_port_falls_back_to_a_free_one_when_taken(start_hub)
         hub = await start_hub(host="127.0.0.9", https_port=port, https_port_fallback=True)
         assert hub.hub.endpoints.https_port not in (None, port)
         with pytest.raises(Exception, match="cannot listen"):
-            await start_hub(host="127.0.0.9", https_port=port, mqtts_port=0, amqps_port=0)
+            await start_hub(
+                host="127.0.0.9", https_port=port, mqtts_port=0, amqps_port=0, data_dir=tmp_path / "second"
+            )
 
 
 async def test_will_is_routed_on_an_unclean_close_with_message_type_will(start_hub):

@@ -31,6 +31,8 @@ def codes(route: str) -> list[str]:
         ("FROM /messages/* /* all */ INTO $upstream", "comment"),
         ("FROM /message/* INTO $upstream", "unknown-source"),
         ("FROM /* WHERE status INTO $upstream", "never-true"),
+        ("FROM /messages/* WHERE $twin.properties.desired.x = 1 INTO $upstream", "twin-in-condition"),
+        ("FROM /* WHERE $twin.tags.site = 'a' INTO $upstream", "twin-in-condition"),
     ],
 )
 def test_each_trap_is_named(route: str, code: str):

@@ -82,6 +82,19 @@ def test_priority_outside_0_to_9_names_path_and_value():
     assert problems(doc) == [f"{HUB}.routes.sensorToFilter.priority: must be 0–9, got 12"]
 
 
+def test_more_than_50_modules_is_an_error_naming_the_limit():
+    doc = example()
+    modules = doc["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
+    template = modules["filtermodule"]
+    for i in range(50 - len(modules)):
+        modules[f"extra{i}"] = template
+    parse_deployment(doc, env={})  # 50: fine
+    modules["one-too-many"] = template
+    (problem,) = problems(doc)
+    assert problem.startswith("modulesContent.$edgeAgent.properties.desired.modules: 51 modules:")
+    assert "at most 50 modules per IoT Edge deployment" in problem
+
+
 def test_every_problem_is_reported_at_once():
     doc = example()
     hub(doc)["routes"]["sensorToFilter"]["priority"] = -1
