@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from urllib.parse import unquote
 
+import aiohttp
 import pytest
 
 from edgehub_emu.core import MethodError
+from edgehub_emu.mqtt import codec
 
 from .conftest import DEVICE, manifest
 
@@ -262,3 +265,33 @@ async def test_reload_applies_new_routes_and_pushes_changed_desired_properties(s
     assert delivered.topic.startswith(f"devices/{DEVICE}/modules/filtermodule/inputs/any/")
     sender.stop()
     module.stop()
+
+
+@pytest.mark.parametrize("protocol", ["MQTT", "Mqtt"])
+async def test_websocket_subprotocol_names_are_matched_in_any_case(start_hub, protocol):
+    """Microsoft's C SDK asks for ``MQTT``; edgeHub ignores the case, and so does the hub."""
+    hub = await start_hub()
+    module = f"{DEVICE}/filtermodule"
+    username = f"{hub.hub.settings.iothub_hostname}/{module}/?api-version=2019-10-01"
+    connect = codec.encode(codec.Connect(module, True, 60, username, hub.token(module).encode()))
+    tls = ssl.create_default_context(cafile=str(hub.hub.ca_file))
+    url = f"wss://127.0.0.1:{hub.hub.endpoints.https_port}/$iothub/websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=(protocol,), ssl=tls) as ws:
+        assert ws.protocol is not None and ws.protocol.lower() == "mqtt"
+        await ws.send_bytes(connect)
+        answer = await asyncio.wait_for(ws.receive(), 10)
+        assert answer.type == aiohttp.WSMsgType.BINARY
+        assert answer.data == b"\x20\x02\x00\x00"  # CONNACK, accepted
+        assert hub.hub.is_connected("filtermodule")
+
+
+async def test_amqp_over_websocket_is_chosen_by_its_subprotocol_in_any_case(start_hub):
+    hub = await start_hub()
+    tls = ssl.create_default_context(cafile=str(hub.hub.ca_file))
+    url = f"wss://127.0.0.1:{hub.hub.endpoints.https_port}/$iothub/websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=("amqpwsb10",), ssl=tls) as ws:
+        assert ws.protocol is not None and ws.protocol.upper() == "AMQPWSB10"
+        await ws.send_bytes(b"AMQP\x03\x01\x00\x00")  # SASL header: the hub offers its mechanisms
+        answer = await asyncio.wait_for(ws.receive(), 10)
+        assert answer.type == aiohttp.WSMsgType.BINARY
+        assert answer.data.startswith(b"AMQP\x03\x01\x00\x00")
