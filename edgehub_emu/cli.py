@@ -490,6 +490,7 @@ def creds(
     settings = _settings(
         manifest=manifest, device_id=device_id, data_dir=data_dir, host=host, hostname=hostname
     )
+    settings = _as_the_running_hub(settings, manifest, device_id)
     manifest = settings.manifest
     running = settings.data_dir / "endpoints.json"
     if hostname is None and running.is_file():
@@ -546,6 +547,33 @@ def creds(
     else:
         for key, value in values.items():
             out.print(f"{key}={value}")
+
+
+def _running_hub(data_dir: Path) -> dict[str, Any] | None:
+    """What the hub running on this data directory wrote about itself (``endpoints.json``), if one runs."""
+    try:
+        about: dict[str, Any] = json.loads((data_dir / "endpoints.json").read_text())
+        os.kill(int(about["pid"]), 0)  # still alive (a killed hub leaves the file behind)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return about
+
+
+def _as_the_running_hub(settings: Settings, manifest: Path | None, device_id: str | None) -> Settings:
+    """The running hub's device id and manifest where the command line gives none; without a running
+    hub, say which manifest is read (on stderr: the output may be a file's content)."""
+    about = _running_hub(settings.data_dir)
+    if about is None:
+        err.print(f"(no hub runs on {settings.data_dir}: reading {settings.manifest})", style="dim")
+        return settings
+    changes: dict[str, Any] = {}
+    if device_id is None and about.get("device_id"):
+        changes["device_id"] = about["device_id"]
+    if manifest is None and about.get("manifest"):
+        changes["manifest"] = Path(about["manifest"])
+    if about.get("iothub_hostname"):
+        changes["iothub_hostname"] = about["iothub_hostname"]
+    return dataclasses.replace(settings, **changes)
 
 
 def _running_status(data_dir: Path) -> dict[str, Any] | None:
@@ -624,6 +652,7 @@ def status(
 ) -> None:
     """Show connections, routes and what waits in the queues (from the running hub, else from its files)."""
     settings = _settings(manifest=manifest, device_id=device_id, data_dir=data_dir)
+    settings = _as_the_running_hub(settings, manifest, device_id)
     running = _running_status(settings.data_dir)
     if running is not None:
         _print_listeners(settings.data_dir / "endpoints.json")
@@ -731,10 +760,13 @@ def invoke(
 
 
 def _device_module(module: str, data_dir: Path | None) -> tuple[str, str]:
+    """DEVICE/MODULE as given, or the running hub's device."""
     if "/" in module:
         device, _, module_id = module.partition("/")
         return device, module_id
-    return _settings(data_dir=data_dir).device_id, module
+    settings = _settings(data_dir=data_dir)
+    about = _running_hub(settings.data_dir) or {}
+    return about.get("device_id") or settings.device_id, module
 
 
 twin_app = typer.Typer(help="Show or change a module's twin.", no_args_is_help=True)

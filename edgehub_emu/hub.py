@@ -176,7 +176,12 @@ class EdgeHub:
             stack.callback(task.cancel)
         await self._upstream.start()
         stack.push_async_callback(self._upstream.stop)
-        write_endpoints(data / "endpoints.json", self.endpoints, stack)
+        about = {
+            "device_id": s.device_id,
+            "iothub_hostname": s.iothub_hostname,
+            "manifest": str(s.manifest.resolve()) if s.manifest.is_file() else None,
+        }
+        write_endpoints(data / "endpoints.json", self.endpoints, stack, about)
         if self.local_modules:
             agent = self.identity_id("$edgeAgent")
             self.runner = ModuleRunner.for_deployment(
@@ -246,8 +251,11 @@ class EdgeHub:
         self._upstream.configure_bridges(deployment.broker.bridges if deployment.broker is not None else ())
         self.deliveries.follow(r.endpoint for r in self._routes().routes)
         if seed_twins:
-            for module in deployment.module_names:
-                self.core.twins.seed(self.identity_id(module), deployment.module_twins.get(module, {}))
+            # As IoT Hub: a module the manifest gives desired properties gets exactly those; the twin of a
+            # module it gives none is left as it is (desired properties set from the cloud side stay).
+            for module, desired in deployment.module_twins.items():
+                if module in deployment.module_names:
+                    self.core.twins.seed(self.identity_id(module), desired)
 
     # --- the hub's Python API -----------------------------------------------------------------------
 

@@ -229,9 +229,13 @@ class Listeners:
             ) from None
 
 
-def write_endpoints(path: Path, endpoints: Endpoints, stack: contextlib.AsyncExitStack) -> None:
-    """``endpoints.json`` says a hub runs on this data directory, and where; it goes when the hub stops."""
+def write_endpoints(
+    path: Path, endpoints: Endpoints, stack: contextlib.AsyncExitStack, about: dict[str, Any] | None = None
+) -> None:
+    """``endpoints.json`` says a hub runs on this data directory, and where (and ``about`` it: its device
+    id and manifest, for the CLI's other commands); it goes when the hub stops."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**endpoints.as_dict(), "pid": os.getpid()}, indent=2), encoding="utf-8")
+    document = {**endpoints.as_dict(), **(about or {}), "pid": os.getpid()}
+    tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
     os.replace(tmp, path)
     stack.callback(path.unlink, missing_ok=True)

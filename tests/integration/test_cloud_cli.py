@@ -136,3 +136,66 @@ def test_invoke_twin_send_and_monitor_from_the_command_line(tmp_path: Path):
         hub.stop()
     stopped = cli(tmp_path, "twin", "show", "filtermodule")
     assert stopped.returncode == 1 and "no hub is running" in stopped.stderr
+
+
+def test_commands_take_the_device_and_manifest_of_the_running_hub(tmp_path: Path):
+    """A hub run with --device-id child on a manifest elsewhere: creds, twin show and status, from a
+    directory without any manifest, speak for that hub."""
+    from edgehub_emu.testing import HubProcess
+    from edgehub_emu.upstream.config import parse_connection_string
+
+    project = tmp_path / "project"
+    (project / "deploy").mkdir(parents=True)
+    manifest = project / "deploy" / "deployment.json"
+    manifest.write_text((ROOT / "config" / "deployment.json").read_text())
+    data = tmp_path / "data"
+    hub = HubProcess(data, "-m", str(manifest), "--device-id", "child")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [EXE, *args, "--data-dir", str(data)], capture_output=True, text=True, timeout=60, cwd=elsewhere
+        )
+
+    try:
+        creds = run("creds", "filtermodule", "--format", "string")
+        assert creds.returncode == 0, creds.stderr
+        fields = parse_connection_string(creds.stdout.strip())
+        assert fields["DeviceId"] == "child" and fields["ModuleId"] == "filtermodule"
+        assert _connects(hub.mqtts_port, hub.ca_file, fields)  # the hub takes them
+        shown = run("twin", "show", "filtermodule")
+        assert shown.returncode == 0, shown.stderr
+        status = run("status")
+        assert status.returncode == 0, status.stderr
+        assert "child/filtermodule" in status.stdout
+    finally:
+        hub.stop()
+    without = run("creds", "filtermodule", "-m", str(manifest), "--device-id", "child")
+    assert without.returncode == 0
+    assert f"no hub runs on {data}: reading {manifest}" in " ".join(without.stderr.split())
+
+
+def _connects(port: int, ca_file: str, fields: dict[str, str]) -> bool:
+    """A TLS MQTT CONNECT with a token from the connection string's key: CONNACK 0?"""
+    import paho.mqtt.client as mqtt
+
+    from edgehub_emu.identity import make_token
+
+    client_id = f"{fields['DeviceId']}/{fields['ModuleId']}"
+    resource = f"{fields['HostName']}/devices/{fields['DeviceId']}/modules/{fields['ModuleId']}"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.username_pw_set(
+        f"{fields['HostName']}/{client_id}/?api-version=2019-10-01",
+        make_token(resource, fields["SharedAccessKey"], int(time.time()) + 600),
+    )
+    client.tls_set(ca_certs=ca_file)
+    answered: queue.Queue[int] = queue.Queue()
+    client.on_connect = lambda _c, _u, _f, code, _p: answered.put(code.value)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        return answered.get(timeout=10) == 0
+    finally:
+        client.disconnect()
+        client.loop_stop()

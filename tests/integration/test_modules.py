@@ -295,3 +295,22 @@ async def test_amqp_over_websocket_is_chosen_by_its_subprotocol_in_any_case(star
         answer = await asyncio.wait_for(ws.receive(), 10)
         assert answer.type == aiohttp.WSMsgType.BINARY
         assert answer.data.startswith(b"AMQP\x03\x01\x00\x00")
+
+
+async def test_desired_properties_set_from_the_cloud_side_stay_when_the_manifest_names_none(
+    start_hub, tmp_path
+):
+    """IoT Hub leaves the twin of a module the manifest gives no desired properties alone, across restarts
+    and reloads; a module the manifest does name gets exactly the manifest's."""
+    named = {"SimulatedTemperatureSensor": {"SendInterval": 5}}
+    hub = await start_hub(manifest(twins=named), data_dir=tmp_path / "hub")
+    hub.hub.patch_desired("filtermodule", {"tempLimit": 42})
+    hub.hub.patch_desired("SimulatedTemperatureSensor", {"extra": True})
+    await hub.hub.stop()
+
+    restarted = await start_hub(manifest(twins=named), data_dir=tmp_path / "hub")
+    assert restarted.hub.twin("filtermodule")["desired"]["tempLimit"] == 42
+    sensor = restarted.hub.twin("SimulatedTemperatureSensor")["desired"]
+    assert sensor["SendInterval"] == 5 and "extra" not in sensor  # replaced by the manifest's
+    restarted.hub.reload(manifest(twins=named))
+    assert restarted.hub.twin("filtermodule")["desired"]["tempLimit"] == 42
