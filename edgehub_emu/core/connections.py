@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from typing import Any, Protocol
 
 from ..identity import Identity
 from ..routing import Message
+
+log = logging.getLogger("edgehub_emu.hub")
+
+TAKEOVER_WINDOW = 10.0
+"""Takeovers of one identity within this many seconds mean two clients share it: warned once a window."""
+TAKEOVERS_WARNED = 3
 
 
 class SendOutcome(enum.Enum):
@@ -84,6 +91,8 @@ class ConnectionManager:
         self._observers: list[Observer] = []
         self._ready_observers: list[Observer] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._takeovers: dict[str, list[float]] = {}  # identity -> recent takeover times
+        self._takeover_warned: dict[str, float] = {}
 
     def observe(self, observer: Observer) -> None:
         self._observers.append(observer)
@@ -104,10 +113,30 @@ class ConnectionManager:
         old = self._connections.get(identity.id)
         if old is not None and old.proxy is not proxy:
             old.proxy.close("another connection of the same identity took over")
+            self._took_over(identity.id)
         connection = Connection(identity, proxy, set(features), token_expiry)
         self._connections[identity.id] = connection
         self._changed(identity.id)
         return connection
+
+    def _took_over(self, identity_id: str) -> None:
+        """Two clients with one identity take the connection from each other again and again; say so,
+        at most once per window, instead of letting it churn silently."""
+        now = time.monotonic()
+        recent = [t for t in self._takeovers.get(identity_id, []) if now - t < TAKEOVER_WINDOW]
+        recent.append(now)
+        self._takeovers[identity_id] = recent
+        warned = self._takeover_warned.get(identity_id)
+        if len(recent) >= TAKEOVERS_WARNED and (warned is None or now - warned >= TAKEOVER_WINDOW):
+            self._takeover_warned[identity_id] = now
+            log.warning(
+                "%s: %d connections took over from one another within %g s: two clients are using this "
+                "identity (a module started twice? `make run` starts the sample modules itself; "
+                "`make run LOCAL_MODULES=` does not)",
+                identity_id,
+                len(recent),
+                TAKEOVER_WINDOW,
+            )
 
     def disconnect(self, identity_id: str, proxy: DeviceProxy) -> bool:
         """The connection behind ``proxy`` ended (a newer one of the same identity stays registered)."""

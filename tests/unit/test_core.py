@@ -92,6 +92,22 @@ def test_a_second_connection_of_an_identity_closes_the_first(registry: IdentityR
     assert changes == ["edge/filter"] * 3
 
 
+def test_clients_taking_one_identity_from_each_other_are_warned_about_once(
+    registry: IdentityRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = ConnectionManager()
+    identity = registry.get("edge/filter")
+    manager.connect(identity, RecordingProxy(), 10**10)
+    manager.connect(identity, RecordingProxy(), 10**10)  # one takeover: a module restarting, fine
+    assert "two clients are using this identity" not in caplog.text
+    for _ in range(100):  # two processes fighting over it
+        manager.connect(identity, RecordingProxy(), 10**10)
+    warnings = [r for r in caplog.records if "two clients are using this identity" in r.getMessage()]
+    assert len(warnings) == 1  # once per ten seconds, not once per takeover
+    assert warnings[0].getMessage().startswith("edge/filter: 3 connections took over")
+    assert "make run LOCAL_MODULES=" in warnings[0].getMessage()
+
+
 def test_features_decide_what_a_client_can_be_sent(registry: IdentityRegistry) -> None:
     manager = ConnectionManager()
     proxy = RecordingProxy()
