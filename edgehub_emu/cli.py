@@ -380,6 +380,13 @@ def run(
     except LocalModulesError as exc:
         err.print(f"error: {exc}", style="red")
         raise typer.Exit(1) from None
+    if modules and settings.mqtts_port != 8883:
+        err.print(
+            f"warning: local modules written with Microsoft's SDKs dial port 8883 (5671 over AMQP) of their "
+            f"GatewayHostName, and this hub's MQTT over TLS is on {settings.mqtts_port or 'a free port'}: "
+            "they cannot connect unless they are told the port (or use --host with an address of its own)",
+            style="yellow",
+        )
     try:
         hub = EdgeHub(
             settings,
@@ -682,10 +689,18 @@ def status(
     for endpoint, priority, count, next_expiry in queues:
         name = routed.get(endpoint)
         note = "" if name is not None else "   no route names it any more: kept until the time-to-live"
-        expiry = (
-            "all expired" if next_expiry is None else f"next expiry in {max(0.0, next_expiry - now):.0f} s"
+        out.print(
+            f"  {name or endpoint}  priority {_priority(priority)}: {count} waiting, "
+            f"{_expiry(next_expiry, now)}{note}"
         )
-        out.print(f"  {name or endpoint}  priority {_priority(priority)}: {count} waiting, {expiry}{note}")
+
+
+def _expiry(next_expiry: float | None, now: float) -> str:
+    """When the next waiting message's time-to-live runs out (``None``: every one's has)."""
+    left = None if next_expiry is None else next_expiry - now
+    if left is None or left <= 0:
+        return "all expired: dropped at the next purge (within 30 s)"
+    return f"next expiry in {left:.0f} s" if left >= 1 else "next expiry in under a second"
 
 
 def _epoch(iso: str | None) -> float | None:

@@ -17,6 +17,7 @@ import base64
 import datetime as dt
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ from ..metrics import render
 from ..routing import Message
 from ..snapshot import HubSnapshot
 from .openapi import OPENAPI
+
+log = logging.getLogger("edgehub_emu.api")
 
 if TYPE_CHECKING:
     from ..hub import EdgeHub
@@ -252,6 +255,9 @@ async def upstream_stream(request: web.Request) -> web.StreamResponse:
             await response.write(event.encode())
     except asyncio.CancelledError:
         return response  # the hub is stopping: end the stream
+    except ConnectionError:  # the client went away (monitor stopped): nothing to report
+        log.info("an upstream event stream ended: its client went away")
+        return response
     finally:
         streams.discard(task)
 

@@ -142,6 +142,24 @@ async def test_upstream_messages_listed_and_streamed(start_hub):
     sender.stop()
 
 
+async def test_an_event_stream_whose_client_went_away_ends_quietly(start_hub, caplog):
+    hub = await start_hub()
+    sender = await hub.client("filtermodule")
+    caplog.set_level("INFO")
+    async with aiohttp.ClientSession() as http, http.get(f"{api(hub)}/upstream/stream") as stream:
+        assert stream.status == 200
+    # the client is gone (as when monitor stops); the next upstream message finds no one to write to
+    for i in range(3):  # the first write may still fit in the socket's buffer
+        await sender.publish(f"devices/{DEVICE}/modules/filtermodule/messages/events/%24.on=output1", b"x")
+        await hub.hub.upstream.wait_for(timeout=5, since=i)
+    deadline = asyncio.get_running_loop().time() + 10
+    while "its client went away" not in caplog.text:  # the stream's own word that it ended
+        assert asyncio.get_running_loop().time() < deadline, "the stream never noticed"
+        await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info], caplog.text
+    sender.stop()
+
+
 async def test_status_health_and_metrics(start_hub):
     hub = await start_hub()
     module = await hub.client("filtermodule")

@@ -203,3 +203,20 @@ def test_a_missing_body_or_payload_file_is_a_message_not_a_traceback(tmp_path: P
         said = " ".join(done.stderr.replace("│", " ").split())  # rich wraps the message in a box
         assert "cannot read reading.json: No such file or directory" in said
         assert "Traceback" not in done.stderr
+
+
+def test_status_says_when_queued_messages_expire_in_words_that_hold():
+    from edgehub_emu.cli import _expiry
+
+    assert _expiry(1000.0 + 42.4, now=1000.0) == "next expiry in 42 s"
+    assert _expiry(1000.3, now=1000.0) == "next expiry in under a second"  # not "in 0 s"
+    assert _expiry(None, now=1000.0) == "all expired: dropped at the next purge (within 30 s)"
+
+
+def test_run_warns_when_local_modules_cannot_reach_a_hub_off_the_sdks_ports(tmp_path: Path):
+    hub = HubProcess(tmp_path, "-m", str(EXAMPLE), "--module", "filtermodule=sleep 60")  # free ports
+    try:
+        banner = " ".join("".join(hub.banner).split())
+        assert "warning: local modules written with Microsoft's SDKs dial port 8883" in banner
+    finally:
+        assert hub.stop() == 0

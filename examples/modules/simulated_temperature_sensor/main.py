@@ -7,13 +7,14 @@ It sends readings in the shape of Microsoft's SimulatedTemperatureSensor module 
      "ambient": {"temperature": 20.8, "humidity": 25},
      "timeCreated": "2026-11-26T10:30:00.123456+00:00"}
 
-The machine heats up with every reading (by 0.5 to 1.5 degrees) and its pressure follows; the direct
-method ``reset`` cools it back to its starting temperature. Settings, from the environment or (taking
-precedence, at any time) from desired properties:
+The machine heats up with every reading (by 0.5 to 1.5 degrees) until it runs at 99 to 100 degrees,
+and its pressure follows; the direct method ``reset`` cools it back to its starting temperature.
+Settings, from the environment or (taking precedence, at any time) from desired properties:
 
 - ``SendInterval``: seconds between readings (default 5);
 - ``SendData``: ``false`` pauses sending (default true);
-- ``MessageCount``: readings to send before stopping (environment only; default 500, 0 = no limit).
+- ``MessageCount``: readings to send before it stops sending, as Microsoft's module does (environment
+  only; default 500, 0 = no limit). It says so, and keeps answering ``reset``.
 
 Run it with the credentials edgehub-emu gives (``edgehub-emu creds SimulatedTemperatureSensor``) or in
 the edge environment (``--edge``).
@@ -34,7 +35,7 @@ from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 
 MACHINE_START = 21.0
 MACHINE_PRESSURE_LOW, MACHINE_PRESSURE_HIGH = 1.0, 10.0
-MACHINE_HOT = 100.0  # the pressure reaches its high mark here
+MACHINE_HOT = 100.0  # the machine runs no hotter; the pressure reaches its high mark here
 AMBIENT = 21.0
 
 
@@ -53,6 +54,8 @@ class Machine:
     def reading(self) -> dict[str, Any]:
         with self.lock:
             self.temperature += self.rng.uniform(0.5, 1.5)
+            if self.temperature > MACHINE_HOT:  # as hot as it gets: it hovers just below
+                self.temperature = MACHINE_HOT - self.rng.uniform(0.0, 1.0)
             heat = min(1.0, (self.temperature - MACHINE_START) / (MACHINE_HOT - MACHINE_START))
             machine = {
                 "temperature": round(self.temperature, 2),
@@ -138,7 +141,13 @@ def main() -> int:
             sent += 1
         settings.changed.clear()
         settings.changed.wait(settings.interval)
-    log(f"sent {sent} readings; stopping" if not stopping.is_set() else "stopping")
+    if stopping.is_set():
+        log("stopping")
+    else:
+        log(
+            f"sent {sent} readings (MessageCount={settings.count}, as Microsoft's sensor): no more readings; "
+            "the reset method still answers (MessageCount=0 sends for ever)"
+        )
     if not stopping.is_set():  # done sending: keep answering methods until told to stop, as the original
         stopping.wait()
     client.shutdown()

@@ -43,6 +43,15 @@ def test_sends_readings_in_the_simulated_sensors_shape_and_stops_after_message_c
 
 
 @sensor_to_cloud
+def test_the_machine_runs_no_hotter_than_100_degrees(edgehub, run_module):
+    sensor = run_module("SimulatedTemperatureSensor", SCRIPT, SendInterval="0.005", MessageCount="200")
+    # 200 steps of 0.5 degrees or more: 121 degrees or more without the cap
+    temperatures = [machine_temperature(edgehub.upstream.get(timeout=15)) for _ in range(200)]
+    sensor.wait_for_line("sent 200 readings (MessageCount=200")
+    assert max(temperatures) <= 100 and temperatures[-1] >= 99
+
+
+@sensor_to_cloud
 def test_the_reset_method_cools_the_machine_down(edgehub, run_module):
     run_module("SimulatedTemperatureSensor", SCRIPT, SendInterval="0.02", MessageCount="0")
     edgehub.upstream.get(timeout=15, where=lambda m: machine_temperature(m) > 26)
