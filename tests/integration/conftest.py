@@ -64,9 +64,27 @@ class Client:
     async def next(self, timeout: float = 5) -> mqtt.MQTTMessage:
         return await asyncio.to_thread(self.messages.get, True, timeout)
 
-    async def nothing(self, wait: float = 0.5) -> None:
-        await asyncio.sleep(wait)
-        assert self.messages.empty(), f"unexpected message on {self.messages.queue[0].topic}"
+    sentinels: int = 0
+
+    async def nothing(self, via: str = "twin") -> None:
+        """Nothing (more) arrives for this client. Proved with a sentinel rather than a pause: a round trip
+        on the client's own connection, which the hub answers after anything it was about to send it: a
+        twin GET (IoT identities), or with ``via="topic"`` a message to a topic of its own (broker-mode
+        clients without a twin)."""
+        self.sentinels += 1
+        tag = f"sentinel-{self.sentinels}"
+        if via == "twin":
+            if self.sentinels == 1:
+                await self.subscribe("$iothub/twin/res/#")
+            self.paho.publish(f"$iothub/twin/GET/?$rid={tag}", b"", qos=0)
+        else:
+            own = f"sentinel/{id(self)}"
+            if self.sentinels == 1:
+                await self.subscribe(own)
+            await self.publish(own, tag)
+        message = await self.next()
+        arrived = message.topic.startswith("$iothub/twin/res/") and tag in message.topic
+        assert arrived or message.payload == tag.encode(), f"unexpected message on {message.topic}"
 
     async def subscribe(self, *filters: str, qos: int = 1) -> list[int]:
         self.paho.subscribe([(f, qos) for f in filters])

@@ -202,7 +202,7 @@ async def test_will_on_abrupt_close(connect: Callable[..., Any]) -> None:
     assert (await watcher.next()).payload == b"gone"
     polite = await connect("polite", will=("test/will", b"not sent", 1, False))
     polite.stop()
-    await watcher.nothing()
+    await watcher.nothing(via="topic")
 
 
 async def test_unacknowledged_messages_are_redelivered_on_reconnect(
@@ -246,7 +246,7 @@ async def test_dollar_topics_are_not_matched_by_leading_wildcards(connect: Calla
     await client.subscribe(WILDTOPICS[5], qos=2)
     await client.subscribe("#", qos=2)
     await client.publish("$" + TOPICS[1], b"dollar", qos=1)
-    await client.nothing()
+    await client.nothing(via="topic")
     await client.subscribe("$TopicA/+", qos=1)
     await client.publish("$" + TOPICS[1], b"explicit", qos=1)
     assert (await client.next()).payload == b"explicit"

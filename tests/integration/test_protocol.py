@@ -99,7 +99,7 @@ async def test_persistent_session_survives_reconnect_and_restart(start_hub, tmp_
     await sender.publish(
         f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput", b"3"
     )
-    await clean.nothing(0.5)
+    await clean.nothing()
     clean.stop()
     sender.stop()
 
@@ -167,7 +167,9 @@ async def test_packet_before_connect_and_malformed_packets_close_the_connection(
 async def test_oversize_packet_closes_the_connection(start_hub):
     hub = await start_hub()
     big = encode(Publish(f"devices/{DEVICE}/modules/filtermodule/messages/events", b"x" * 262_145, 0))
-    assert await raw_exchange(hub, connect_packet(hub), big) == [codec.Connack(0), "closed"]
+    # Its first kilobyte: the size in the fixed header is enough for the hub to close, and a test that
+    # wrote all of it would race the close (its own send failing under load).
+    assert await raw_exchange(hub, connect_packet(hub), big[:1024]) == [codec.Connack(0), "closed"]
 
 
 async def test_qos2_publish_is_routed_then_the_connection_closed(start_hub):

@@ -54,7 +54,7 @@ async def test_messages_older_than_their_ttl_never_arrive_and_are_counted(start_
     receiver = await hub.client("filtermodule")
     await receiver.subscribe(INPUTS)
     assert (await receiver.next()).payload == b"long"
-    await receiver.nothing(0.5)
+    await receiver.nothing()
     metrics = render(hub.hub.metrics)
     assert 'reason="ttl_expiry"} 3.0' in metrics
     sender.stop()
@@ -124,7 +124,7 @@ async def test_a_store_failure_disconnects_the_publisher_without_puback(start_hu
     other = await hub.client("filtermodule")  # the hub keeps serving everyone else
     await other.subscribe(INPUTS)
     assert (await other.next()).payload == b"stored"  # what was stored before is still delivered
-    await other.nothing(0.5)
+    await other.nothing()
     other.stop()
 
 
@@ -146,7 +146,7 @@ async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(sta
     await receiver.subscribe(INPUTS)
     message = await receiver.next()
     assert message.payload == b"new route" and "/inputs/input2/" in message.topic
-    await receiver.nothing(0.5)  # the old input's queue is no longer delivered ...
+    await receiver.nothing()  # the old input's queue is no longer delivered ...
     assert len(hub.hub.queued("filtermodule", "input1")) == 1  # ... but kept until its TTL
     path.write_text("{ not json")  # a broken manifest keeps the previous deployment
     await asyncio.sleep(1.5)
