@@ -5,14 +5,20 @@ the SDKs' fixed ports on a loopback address of the test's own for module code)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from edgehub_emu.hub import EdgeHub
@@ -152,3 +158,152 @@ async def _start(*command: str, env: dict[str, str]) -> asyncio.subprocess.Proce
     return await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
+
+
+def test_the_nested_edge_walkthrough_runs_as_printed(tmp_path: Path):
+    """The two commands of "Two hubs on one laptop", in a shell from the repository root, on a loopback
+    address of their own (``EDGEHUB_EMU_HOST``) and with the parent's directory under tmp_path: the
+    child's sample modules send, the alerts reach the parent as child/filtermodule, and a method called
+    on the parent reaches the module connected to the child."""
+    block = (
+        snippet("Two hubs on one laptop:", "sh").replace("\\\n", " ").replace(".parent", str(tmp_path / "p"))
+    )
+    parent_command, child_command = [line for line in block.splitlines() if line.startswith(".venv/bin/")]
+    env = {
+        **os.environ,
+        "EDGEHUB_EMU_HOST": "127.0.0.83",
+        "EDGEHUB_EMU_DATA_DIR": str(tmp_path / "child"),  # the child's default directory
+    }
+    parent_log = tmp_path / "parent.log"
+    logs = [parent_log.open("w"), (tmp_path / "child.log").open("w")]
+    parent = subprocess.Popen(
+        parent_command,
+        shell=True,
+        cwd=ROOT,
+        env=env,
+        stdout=logs[0],
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    child = None
+    try:
+        deadline = time.monotonic() + 30
+        while "\nready" not in parent_log.read_text():
+            assert parent.poll() is None, f"the parent did not start:\n{parent_log.read_text()}"
+            assert time.monotonic() < deadline, f"the parent did not start:\n{parent_log.read_text()}"
+            time.sleep(0.1)
+        child = subprocess.Popen(
+            child_command,
+            shell=True,
+            cwd=ROOT,
+            env=env,
+            stdout=logs[1],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        exe = str(ROOT / ".venv" / "bin" / "edgehub-emu")
+        about = json.loads((tmp_path / "p" / "endpoints.json").read_text())
+        upstream = f"http://{about['http_host']}:{about['http_port']}/upstream/messages?since=0"
+        deadline = time.monotonic() + 90
+        while True:
+            with urllib.request.urlopen(upstream, timeout=10) as response:
+                origins = {m["origin"] for m in json.load(response)["messages"]}
+            if "child/filtermodule" in origins:
+                break
+            assert child.poll() is None, "the child stopped:\n" + (tmp_path / "child.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no alert reached the parent from the child's filter"
+            time.sleep(0.5)
+        called = subprocess.run(
+            [exe, "invoke", "child/SimulatedTemperatureSensor", "reset", "--data-dir", str(tmp_path / "p")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert called.returncode == 0, called.stderr
+        assert '"status": 200' in called.stdout
+    finally:
+        for process in (child, parent):
+            if process is not None:  # Ctrl-C, as in a terminal: to the shell and the hub it started
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGINT)
+                process.wait(30)
+        for log in logs:
+            log.close()
+
+
+def test_the_bridge_walkthrough_runs_as_printed(tmp_path: Path):
+    """The broker, the hub with config/bridge.json and the two clients of the bridge walk-through, as
+    printed but on free ports (1883 and 1884 may be taken where the tests run); the mosquitto_sub and
+    mosquitto_pub lines are played by paho with the same port, topic and message."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    assert Path(mosquitto).exists(), "the bridge tests need mosquitto (.ci/run installs it)"
+    remote, local = _free_port(), _free_port()
+    lines = [  # without the comments (a space, then #) and the trailing &
+        re.sub(r"\s#\s.*$", "", line).strip().rstrip("&").strip()
+        for line in snippet("is recognised and dropped.", "sh").splitlines()
+    ]
+    lines = [line.replace("1884", str(remote)).replace("1883", str(local)) for line in lines]
+    broker_command, hub_command, sub_command, pub_command = lines
+    sub, pub = _options(sub_command), _options(pub_command)
+    env = {**os.environ, "EDGEHUB_EMU_DATA_DIR": str(tmp_path / "hub"), "EDGEHUB_EMU_MQTT_PORT": str(local)}
+    for port in ("MQTTS", "AMQPS", "HTTPS", "HTTP", "METRICS"):
+        env[f"EDGEHUB_EMU_{port}_PORT"] = "0"
+    started: list[subprocess.Popen] = []
+    hub_log = tmp_path / "hub.log"
+    try:
+        started.append(
+            subprocess.Popen(
+                broker_command.replace("mosquitto", mosquitto, 1).split(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        with hub_log.open("w") as log:
+            started.append(
+                subprocess.Popen(hub_command.split(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+        deadline = time.monotonic() + 30
+        while "\nready" not in hub_log.read_text():
+            assert time.monotonic() < deadline, hub_log.read_text()
+            time.sleep(0.1)
+        received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        subscriber = _paho("sub")
+        subscriber.on_message = lambda _c, _u, m: received.put(m)
+        subscriber.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(sub["-t"].strip("'"))
+        subscriber.connect("127.0.0.1", int(sub["-p"]))
+        subscriber.loop_start()
+        publisher = _paho("pub")
+        publisher.connect("127.0.0.1", int(pub["-p"]))
+        publisher.loop_start()
+        deadline = time.monotonic() + 30
+        while received.empty():  # until the subscriber, which may still be subscribing, has one
+            publisher.publish(pub["-t"], pub["-m"], qos=1).wait_for_publish(10)
+            assert time.monotonic() < deadline, "nothing crossed the bridge:\n" + hub_log.read_text()[-3000:]
+            time.sleep(0.2)
+        message = received.get()
+        assert (message.topic, message.payload) == ("edge-device/alerts/fire", b"hot")
+        for client in (subscriber, publisher):
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        for process in reversed(started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                process.wait(30)
+
+
+def _options(command: str) -> dict[str, str]:
+    words = command.split()
+    return {word: words[i + 1] for i, word in enumerate(words) if word.startswith("-") and i + 1 < len(words)}
+
+
+def _paho(name: str) -> mqtt.Client:
+    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"readme-{name}", protocol=mqtt.MQTTv311)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
