@@ -428,4 +428,8 @@ class EdgeHub:
         self.deployment, self.route_table = deployment, table
         self.core.set_routes(table)
         self._apply(deployment, seed_twins=True)
+        if self.runner is not None:  # local modules whose manifest entry changed start again
+            spawn(
+                self.runner.apply(deployment.edge_agent.modules), "applying the deployment to local modules"
+            )
         log.info("deployment applied: %d route%s", len(table), "" if len(table) == 1 else "s")

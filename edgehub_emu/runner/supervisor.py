@@ -66,6 +66,11 @@ class Plan:
     status: str  # desired: running | stopped
     restart_policy: str
     startup_order: int
+    spec: str = ""  # the manifest's whole entry for the module, as JSON: a change restarts it
+
+    @classmethod
+    def of(cls, module: LocalModule, spec: Module) -> Plan:
+        return cls(module, spec.status, spec.restartPolicy, spec.startupOrder, spec.model_dump_json())
 
 
 class ModuleRunner:
@@ -82,8 +87,8 @@ class ModuleRunner:
         self._output = output or sys.stdout
         self.states = {p.module.name: ModuleState(p.module.name) for p in self.plans}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
-        self._tasks: list[asyncio.Future[Any]] = []
-        self._stopping = asyncio.Event()
+        self._tasks: dict[str, asyncio.Future[Any]] = {}
+        self._halts: dict[str, asyncio.Event] = {}  # set: that module's supervisor stops it for good
         self._width = max((len(p.module.name) for p in self.plans), default=0)
 
     @classmethod
@@ -95,53 +100,93 @@ class ModuleRunner:
         report: Callable[[dict[str, Any]], None],
     ) -> ModuleRunner:
         """A runner for the local ``modules``, with what the deployment's ``specs`` say of each."""
-        plans = [
-            Plan(m, specs[m.name].status, specs[m.name].restartPolicy, specs[m.name].startupOrder)
-            for m in modules
-        ]
+        plans = [Plan.of(m, specs[m.name]) for m in modules]
         return cls(plans, environment, report)
 
     async def start(self) -> None:
         """Start the modules in startup order (each one's process is up before the next starts)."""
-
         for plan in self.plans:
-            if plan.status != "running":
-                self._set(plan.module.name, status="stopped", description="desired status is stopped")
+            await self._launch(plan)
+
+    async def _launch(self, plan: Plan) -> None:
+        name = plan.module.name
+        if plan.status != "running":
+            self._set(name, status="stopped", description="desired status is stopped", pid=None)
+            return
+        started = asyncio.get_running_loop().create_future()
+        self._halts[name] = halt = asyncio.Event()
+        self._tasks[name] = spawn(self._supervise(plan, started, halt), f"running {name}")
+        await started
+
+    async def apply(self, specs: Mapping[str, Module]) -> None:
+        """A new deployment, as edgeAgent applies one: a module whose manifest entry changed (its env,
+        settings, status, restart policy or startup order) is stopped and, unless its desired status is
+        now ``stopped``, started again with the new entry; one the deployment dropped is stopped."""
+        changed: list[Plan] = []
+        for plan in self.plans:
+            name = plan.module.name
+            spec = specs.get(name)
+            if spec is None:
+                log.info("%s is no longer in the deployment: stopped", name)
+                await self._halt(name)
+                self._set(name, status="stopped", description="not in the deployment", pid=None)
                 continue
-            started = asyncio.get_running_loop().create_future()
-            self._tasks.append(spawn(self._supervise(plan, started), f"running {plan.module.name}"))
-            await started
+            new = Plan.of(plan.module, spec)
+            if new.spec != plan.spec:
+                changed.append(new)
+        for new in changed:
+            name = new.module.name
+            log.info(
+                "%s: its manifest entry changed: %s",
+                name,
+                "restarting" if new.status == "running" else "stopping",
+            )
+            await self._halt(name)
+            self.plans = [new if p.module.name == name else p for p in self.plans]
+        for new in sorted(changed, key=lambda p: (p.startup_order, p.module.name)):
+            await self._launch(new)
+
+    async def _halt(self, name: str) -> None:
+        """Stop one module for good (until launched again): SIGTERM, SIGKILL after the grace period."""
+        halt = self._halts.pop(name, None)
+        if halt is not None:
+            halt.set()
+        process = self._processes.get(name)
+        if process is not None:
+            await _terminate(name, process)
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            await asyncio.wait([task], timeout=STOP_GRACE)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def stop(self) -> None:
         """SIGTERM every module (its process group), SIGKILL what is still there after 10 s."""
-        self._stopping.set()
+        for halt in self._halts.values():
+            halt.set()
         for process in self._processes.values():
             _signal(process, signal.SIGTERM)
         for name, process in list(self._processes.items()):
-            try:
-                async with asyncio.timeout(STOP_GRACE):
-                    await process.wait()
-            except TimeoutError:
-                log.warning("%s did not stop within %g s: killed", name, STOP_GRACE)
-                _signal(process, signal.SIGKILL)
-                await process.wait()
-        if self._tasks:  # let each supervisor record how its module ended
-            await asyncio.wait(self._tasks, timeout=STOP_GRACE)
-        for task in self._tasks:
+            await _terminate(name, process)
+        tasks = list(self._tasks.values())
+        if tasks:  # let each supervisor record how its module ended
+            await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._tasks = {}
 
     def status(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "pid": s.pid, **s.reported()} for s in self.states.values()]
 
-    async def _supervise(self, plan: Plan, started: asyncio.Future[None]) -> None:
+    async def _supervise(self, plan: Plan, started: asyncio.Future[None], halt: asyncio.Event) -> None:
         module = plan.module
         failures = 0
         try:
-            while not self._stopping.is_set():
+            while not halt.is_set():
                 env = {**os.environ, **self._environment(module.name, module.edge), **module.env}
                 try:
                     process = await asyncio.create_subprocess_exec(
@@ -167,9 +212,10 @@ class ModuleRunner:
                     started.set_result(None)
                 await self._pump(module.name, process)
                 code = await process.wait()
-                del self._processes[module.name]
+                if self._processes.get(module.name) is process:
+                    del self._processes[module.name]
                 ended = time.time()
-                if self._stopping.is_set():
+                if halt.is_set():
                     self._set(
                         module.name, status="stopped", exit_code=code, last_exit=ended, description="stopped"
                     )
@@ -204,8 +250,8 @@ class ModuleRunner:
                 log.info("%s exited with %d; restarting in %g s", module.name, code, delay)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
-                        await self._stopping.wait()
-                if not self._stopping.is_set():
+                        await halt.wait()
+                if not halt.is_set():
                     self.states[module.name].restart_count += 1
         finally:
             if not started.done():
@@ -226,6 +272,17 @@ class ModuleRunner:
             self._report({"modules": {name: state.reported()}})
         except Exception:  # reporting must never take a module down
             log.exception("could not report the state of %s", name)
+
+
+async def _terminate(name: str, process: asyncio.subprocess.Process) -> None:
+    _signal(process, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(STOP_GRACE):
+            await process.wait()
+    except TimeoutError:
+        log.warning("%s did not stop within %g s: killed", name, STOP_GRACE)
+        _signal(process, signal.SIGKILL)
+        await process.wait()
 
 
 def _signal(process: asyncio.subprocess.Process, number: int) -> None:

@@ -192,3 +192,55 @@ async def test_the_hub_refuses_a_local_module_the_deployment_does_not_have(tmp_p
 
     with pytest.raises(HubError, match=r"local module\(s\) ghost not in the deployment \(it has: Simulated"):
         await hub.start()
+
+
+def _with_filter(env: dict[str, str] | None = None, status: str = "running") -> Any:
+    import copy
+
+    doc = copy.deepcopy(EXAMPLE)
+    spec = doc["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filtermodule"]
+    spec["env"] = {k: {"value": v} for k, v in (env or {}).items()}
+    spec["status"] = status
+    return parse_deployment(doc, env={})
+
+
+async def test_a_reload_restarts_a_local_module_whose_manifest_entry_changed(tmp_path: Path):
+    """As edgeAgent: a new env starts the module again with it; status stopped stops it; an unchanged
+    module keeps running."""
+    seen = tmp_path / "seen"
+    writer = (
+        "import os, pathlib, time\n"
+        f"p = pathlib.Path({str(seen)!r})\n"
+        "p.write_text(p.read_text() + os.environ.get('LEVEL', '-') + ' ' if p.exists() else "
+        "os.environ.get('LEVEL', '-') + ' ')\n"
+        "time.sleep(600)\n"
+    )
+    idle = LocalModule(
+        "SimulatedTemperatureSensor", (sys.executable, "-c", "import time; time.sleep(600)"), ROOT
+    )
+    filtermodule = LocalModule("filtermodule", (sys.executable, "-c", writer), ROOT)
+    settings = Settings(
+        data_dir=tmp_path / "hub", mqtts_port=0, amqps_port=0, https_port=0, http_port=0, metrics_port=0
+    )
+    hub = EdgeHub(settings, deployment=_with_filter({"LEVEL": "1"}), local_modules=[idle, filtermodule])
+    await hub.start()
+    try:
+        assert hub.runner is not None
+        await until(lambda: seen.exists() and seen.read_text() == "1 ")
+        first, untouched = (
+            hub.runner.states["filtermodule"].pid,
+            hub.runner.states["SimulatedTemperatureSensor"].pid,
+        )
+
+        hub.reload(_with_filter({"LEVEL": "2"}))
+        await until(lambda: seen.read_text() == "1 2 ")
+        states = hub.runner.states
+        assert states["filtermodule"].pid not in (None, first) and states["filtermodule"].status == "running"
+        assert states["SimulatedTemperatureSensor"].pid == untouched  # its entry did not change
+
+        hub.reload(_with_filter({"LEVEL": "2"}, status="stopped"))
+        await until(lambda: states["filtermodule"].status == "stopped" and states["filtermodule"].pid is None)
+        reported = hub.twin("$edgeAgent")["reported"]["modules"]["filtermodule"]
+        assert reported["runtimeStatus"] == "stopped"
+    finally:
+        await hub.stop()
