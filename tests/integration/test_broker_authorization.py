@@ -72,6 +72,21 @@ async def test_user_topics_follow_the_policy(hub: Hub) -> None:
     assert counters["denied_publish"] == 2 and counters["denied_subscribe"] == 1
 
 
+async def test_a_subscription_to_another_modules_telemetry_is_refused_and_says_why(hub: Hub, caplog) -> None:
+    listener = await hub.client("filtermodule")
+    telemetry = "devices/edge-device/modules/SimulatedTemperatureSensor/messages/events/#"
+    own_inputs = "devices/edge-device/modules/filtermodule/#"
+    assert await listener.subscribe(telemetry, own_inputs) == [0x80, 1]
+    assert "telemetry goes through the routes, not to subscribers" in caplog.text
+    sensor = await hub.client("SimulatedTemperatureSensor")  # routed to filtermodule's input as ever
+    await sensor.publish(
+        "devices/edge-device/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput",
+        b"t",
+    )
+    message = await listener.next()
+    assert "/inputs/input1/" in message.topic and message.payload == b"t"
+
+
 async def test_iothub_topics_still_work_beside_user_topics(hub: Hub) -> None:
     sensor = await hub.client("SimulatedTemperatureSensor")
     listener = await hub.client("filtermodule")

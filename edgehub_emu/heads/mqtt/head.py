@@ -44,7 +44,7 @@ from ...mqtt.topic_trie import valid_filter
 from ...routing import Message
 from ...routing.message import MODEL_ID
 from .proxy import TRANSPORTS, MqttProxy
-from .topics import TopicKind, features, is_user_subscription, publish_kind
+from .topics import TopicKind, features, is_telemetry_filter, is_user_subscription, publish_kind
 
 log = logging.getLogger("edgehub_emu.hub")
 
@@ -240,6 +240,16 @@ class MqttHead:
             if is_user_subscription(topic_filter, broker_mode):
                 assert self.broker is not None
                 codes.append(self.broker.subscribe(self._client(session), topic_filter, qos))
+            elif broker_mode and is_telemetry_filter(topic_filter):
+                # Telemetry is routed, never published to subscribers: refuse rather than grant silence.
+                self.counters["refused_telemetry_subscription"] += 1
+                log.warning(
+                    "refused %s's subscription to %r: telemetry goes through the routes, not to subscribers "
+                    "(route it to a module input, or publish on a user topic of the broker mode)",
+                    session.client_id,
+                    topic_filter,
+                )
+                codes.append(codec.SUBACK_FAILURE)
             elif not valid_filter(topic_filter) or session.attachment is None:
                 codes.append(codec.SUBACK_FAILURE)  # anonymous clients have no IoT Hub topics
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from itertools import pairwise
 
 from ...broker import is_user_filter
 from ...iothub import classify_subscription
@@ -42,6 +43,15 @@ def publish_kind(topic: str, broker_mode: bool) -> TopicKind:
 def is_user_subscription(topic_filter: str, broker_mode: bool) -> bool:
     """Whether a SUBSCRIBE filter goes to the broker mode's user topics rather than IoT Hub's."""
     return broker_mode and is_user_filter(topic_filter)
+
+
+def is_telemetry_filter(topic_filter: str) -> bool:
+    """A filter on telemetry topics (``devices/{d}[/modules/{m}]/messages/events…``), as a client would
+    subscribe to see another one's messages."""
+    levels = topic_filter.split("/")
+    return levels[0] == "devices" and any(
+        a in ("messages", "+") and b == "events" for a, b in pairwise(levels)
+    )
 
 
 def features(filters: Iterable[str]) -> set[str]:
