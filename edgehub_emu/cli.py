@@ -26,7 +26,16 @@ from rich.console import Console
 from .client import ApiError, HubClient, HubNotRunning
 from .hub import EdgeHub, HubError
 from .identity import IdentityRegistry, credentials, ensure_certificates
-from .manifest import Deployment, ManifestError, compile_routes, lint_deployment, load_deployment
+from .manifest import (
+    TARGET,
+    Deployment,
+    ManifestError,
+    compile_routes,
+    input_names,
+    lint_deployment,
+    load_deployment,
+    single_module_manifest,
+)
 from .routing import DEFAULT_PRIORITY, Message, RouteTable
 from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME
 from .runner import LocalModulesError, load_local_modules, parse_module_option
@@ -331,9 +340,16 @@ def run(
         help="Broker mode: let anonymous local tools use user topics on plain MQTT (127.0.0.1, port 1883 "
         "unless --mqtt-port).",
     ),
+    inputs: list[str] = typer.Option(
+        [],
+        "--inputs",
+        "-i",
+        help="iotedgehubdev's single-module mode: one module 'target' with these inputs (input1,input2), "
+        "fed by POST /api/v1/messages; its outputs go to $upstream. No manifest is read.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
-    """Start the hub on a deployment: modules connect over MQTT (TLS or WebSocket) and are routed."""
+    """Start the hub on a deployment: modules connect over MQTT or AMQP (TLS or WebSocket) and are routed."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -366,6 +382,8 @@ def run(
     )
     if leaf_devices:
         settings = dataclasses.replace(settings, leaf_devices=(*settings.leaf_devices, *leaf_devices))
+    if inputs or settings.inputs:
+        settings = _single_module(settings, inputs or list(settings.inputs))
     if dev or settings.dev:
         settings = dataclasses.replace(
             settings, dev=True, mqtt_port=1883 if settings.mqtt_port is None else settings.mqtt_port
@@ -398,6 +416,19 @@ def run(
     except HubError as exc:
         err.print(f"error: {exc}", style="red")
         raise typer.Exit(1) from None
+
+
+def _single_module(settings: Settings, inputs: list[str]) -> Settings:
+    """iotedgehubdev's ``start -i``: the deployment of the single-module mode, written to the data
+    directory (so that ``creds target`` and ``status`` read it too), and the inputs it serves."""
+    try:
+        names = input_names(inputs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--inputs") from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "single-module.json"
+    path.write_text(json.dumps(single_module_manifest(), indent=2), encoding="utf-8")
+    return dataclasses.replace(settings, manifest=path, inputs=names, watch_manifest=False)
 
 
 def _run_until_stopped(hub: EdgeHub, table: RouteTable) -> None:
@@ -464,6 +495,12 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
     modules = hub.modules
     out.print(f"modules: {', '.join(modules) or '(none)'}")
+    if s.inputs:
+        out.print(
+            f"  single-module mode: '{TARGET}' with inputs {', '.join(s.inputs)}; feed them with POST "
+            f'http://{e.http_host}:{e.http_port}/api/v1/messages {{"inputName": …, "data": …}}; its '
+            "outputs go to $upstream (edgehub-emu monitor)"
+        )
     if modules:
         out.print(f"  credentials for a module: edgehub-emu creds {modules[0]}")
     if snapshot.modules:

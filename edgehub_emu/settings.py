@@ -76,6 +76,8 @@ class Settings:
     dev: bool = False
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0
+    inputs: tuple[str, ...] = ()
+    """iotedgehubdev's single-module mode: the inputs of module ``target`` that /api/v1/messages feeds."""
 
     def __post_init__(self) -> None:
         # Paths given as text (``Settings(data_dir=".hub")``) work as paths.
@@ -177,6 +179,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "upstream": ("UPSTREAM", _optional),
     "upstream_ca": ("UPSTREAM_CA", _optional_path),
     "dev": ("DEV", _flag),
+    "inputs": ("INPUTS", _list),
 }
 """Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..core import MethodError
+from ..manifest import TARGET
 from ..metrics import render
 from ..routing import Message
 from ..snapshot import HubSnapshot
@@ -191,6 +192,33 @@ async def inject_input(request: web.Request) -> web.Response:
     )
 
 
+async def iotedgehubdev_message(request: web.Request) -> web.Response:
+    """iotedgehubdev's ``POST /api/v1/messages {"inputName": …, "data": …}``: a message for an input of
+    module ``target`` in the single-module mode (``run --inputs``)."""
+    hub = request.app[HUB]
+    inputs = hub.settings.inputs
+    if not inputs:
+        return error(
+            404,
+            "NotFound",
+            "/api/v1/messages serves iotedgehubdev's single-module mode: start the hub with --inputs "
+            "input1,input2 (or use POST /modules/{module}/inputs/{input}/messages)",
+        )
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("inputName"), str):
+        return error(400, "BadRequest", "the body needs a string 'inputName' and the message as 'data'")
+    if body["inputName"] not in inputs:
+        return error(
+            400,
+            "BadRequest",
+            f"no input {body['inputName']!r}: the inputs are {', '.join(inputs)} (--inputs)",
+        )
+    data = body.get("data", "")
+    payload = data.encode() if isinstance(data, str) else json.dumps(data).encode()
+    queued = await hub.send_to_input(TARGET, body["inputName"], Message(body=payload))
+    return web.json_response({"queued": queued.endpoint_id, "timeToLiveSecs": queued.time_to_live_secs})
+
+
 async def send_c2d(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     app, system = _properties(request)
@@ -336,6 +364,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("PATCH", "/twins/{device}/modules/{module}", patch_twin),
     ("POST", "/modules/{module}/inputs/{input}/messages", inject_input),
     ("POST", "/devices/{device}/messages/devicebound", send_c2d),
+    ("POST", "/api/v1/messages", iotedgehubdev_message),
     ("GET", "/upstream/messages", upstream_messages),
     ("GET", "/upstream/stream", upstream_stream),
     ("GET", "/status", status),

@@ -156,6 +156,28 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "ok")}}},
+        "/api/v1/messages": {
+            "post": {
+                "summary": "iotedgehubdev's single-module mode (run --inputs): a message for an input of "
+                "module 'target'",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["inputName"],
+                                "properties": {"inputName": {"type": "string"}, "data": {}},
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "Queued"),
+                    "400": _json({"type": "object"}, "Not one of the inputs"),
+                    "404": _json({"type": "object"}, "Not in the single-module mode"),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI")}}
         },

@@ -7,9 +7,11 @@ from .errors import ManifestError, ManifestProblem
 from .lint import ManifestWarning, lint_deployment
 from .loader import Deployment, RouteSpec, compile_routes, load_deployment, parse_deployment
 from .models import EdgeAgentDesired, EdgeHubDesired, Module
+from .single_module import TARGET, input_names, single_module_manifest
 from .watcher import watch_manifest
 
 __all__ = [
+    "TARGET",
     "Deployment",
     "EdgeAgentDesired",
     "EdgeHubDesired",
@@ -19,8 +21,10 @@ __all__ = [
     "Module",
     "RouteSpec",
     "compile_routes",
+    "input_names",
     "lint_deployment",
     "load_deployment",
     "parse_deployment",
+    "single_module_manifest",
     "watch_manifest",
 ]

@@ -344,3 +344,84 @@ async def test_run_and_creds_from_the_command_line_serve_node_modules_over_amqp(
         for m in modules:
             await m.stop()
         assert await asyncio.to_thread(hub.stop) == 0
+
+
+async def test_iotedgehubdev_single_module_instructions_work_as_written(tmp_path: Path):
+    """iotedgehubdev's way: `start -i input1,input2` (here `run --inputs`), the credentials of module
+    `target`, then `POST /api/v1/messages {"inputName": "input1", "data": "hello world"}`."""
+    import urllib.error
+    import urllib.request
+
+    exe = Path(sys.executable).with_name("edgehub-emu")
+    hub = await asyncio.to_thread(
+        HubProcess,
+        tmp_path,
+        "--inputs",
+        "input1,input2",
+        "--host",
+        "127.0.0.78",  # 5671, as the SDK requires, on an address of its own
+        "--https-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--http-port",
+        "0",
+        free_ports=False,
+    )
+    module: NodeModule | None = None
+    try:
+        assert "single-module mode: 'target' with inputs input1, input2" in "".join(hub.banner)
+        done = await asyncio.create_subprocess_exec(
+            str(exe),
+            "creds",
+            "target",
+            "--format",
+            "json",
+            "--data-dir",
+            str(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        output, _ = await done.communicate()
+        assert done.returncode == 0
+        module = await NodeModule.launch("target", "Amqp", json.loads(output))
+        await module.event("connected")
+        await module.command(op="inputs")
+        await module.event("listening")
+
+        api = f"http://{hub.endpoints['http_host']}:{hub.endpoints['http_port']}"
+
+        def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            request = urllib.request.Request(
+                f"{api}/api/v1/messages",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, json.load(response)
+            except urllib.error.HTTPError as refused:
+                return refused.code, json.load(refused)
+
+        status, answer = await asyncio.to_thread(post, {"inputName": "input1", "data": "hello world"})
+        assert status == 200 and answer["queued"] == f"{DEVICE}/target/input1"
+        received = await module.event("input")
+        assert (received["inputName"], received["body"]) == ("input1", "hello world")
+        status, answer = await asyncio.to_thread(post, {"inputName": "input3", "data": "x"})
+        assert status == 400 and "input1, input2" in answer["error"]["message"]
+
+        await module.send("output1", "processed")  # the target's outputs go to $upstream
+
+        def upstream() -> list[dict[str, Any]]:
+            with urllib.request.urlopen(f"{api}/upstream/messages?since=0", timeout=10) as response:
+                return json.load(response)["messages"]
+
+        deadline = time.monotonic() + 20
+        while not (messages := await asyncio.to_thread(upstream)):
+            assert time.monotonic() < deadline, "the target's output never reached $upstream"
+            await asyncio.sleep(0.1)
+        assert (messages[0]["origin"], messages[0]["body"]) == (f"{DEVICE}/target", "processed")
+    finally:
+        if module is not None:
+            await module.stop()
+        assert await asyncio.to_thread(hub.stop) == 0
