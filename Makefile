@@ -28,6 +28,17 @@ $(SDK_STAMP): examples/modules/requirements.txt pyproject.toml
 	$(SDK_VENV)/bin/python -m pip install --quiet -r examples/modules/requirements.txt -e . pytest
 	touch $(SDK_STAMP)
 
+# Microsoft's service SDK (azure-iot-hub, which needs six), for the cloud side's tests: its own
+# environment, as a service project's would be.
+SERVICE_VENV := .venv-service
+SERVICE_STAMP := $(SERVICE_VENV)/.installed-stamp
+
+$(SERVICE_STAMP): tests/interop/service-requirements.txt
+	$(PYTHON) -m venv $(SERVICE_VENV)
+	$(SERVICE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVICE_VENV)/bin/python -m pip install --quiet -r tests/interop/service-requirements.txt
+	touch $(SERVICE_STAMP)
+
 # Microsoft's Node SDK (MQTT and AMQP transports) for the interop tests, pinned by the lock file.
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
@@ -43,7 +54,7 @@ venv: $(STAMP) $(SDK_STAMP)
 run: $(STAMP) $(SDK_STAMP)
 	$(BIN)/edgehub-emu run --manifest $(MANIFEST) $(if $(LOCAL_MODULES),--local-modules $(LOCAL_MODULES))
 
-test: $(STAMP) $(SDK_STAMP) $(NODE_STAMP) mosquitto-check
+test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) mosquitto-check
 	$(BIN)/python -m pytest
 
 # The bridge tests run a real mosquitto; .ci/run installs it, a laptop needs it once.
@@ -74,4 +85,4 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) $(BENCH_VENV) $(NODE_DIR)/node_modules .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SDK_VENV) $(SERVICE_VENV) $(BENCH_VENV) $(NODE_DIR)/node_modules .pytest_cache build *.egg-info

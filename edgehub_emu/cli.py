@@ -25,7 +25,13 @@ from rich.console import Console
 
 from .client import ApiError, HubClient, HubNotRunning
 from .hub import EdgeHub, HubError
-from .identity import IdentityRegistry, credentials, ensure_certificates
+from .identity import (
+    IdentityRegistry,
+    credentials,
+    ensure_certificates,
+    service_connection_string,
+    service_key,
+)
 from .manifest import (
     TARGET,
     Deployment,
@@ -511,7 +517,7 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
 
 @app.command()
 def creds(
-    module: str = typer.Argument(..., help="A module of the deployment, or a leaf device id."),
+    module: str | None = typer.Argument(None, help="A module of the deployment, or a leaf device id."),
     output_format: str = typer.Option(
         "env",
         "--format",
@@ -520,6 +526,12 @@ def creds(
     ),
     edge: bool = typer.Option(
         False, "--edge", help="The IOTEDGE_* variables of the edge environment (workload API) instead."
+    ),
+    service: bool = typer.Option(
+        False,
+        "--service",
+        help="The cloud side's: an iothubowner connection string for azure-iot-hub (IoTHubRegistryManager), "
+        "and the CA to trust (REQUESTS_CA_BUNDLE).",
     ),
     manifest: Path | None = ManifestOption,
     device_id: str | None = DeviceOption,
@@ -534,6 +546,12 @@ def creds(
     settings = _settings(
         manifest=manifest, device_id=device_id, data_dir=data_dir, host=host, hostname=hostname
     )
+    if service:
+        return _service_creds(settings, output_format)
+    if module is None:
+        raise typer.BadParameter(
+            "name a module (or a leaf device), or ask for --service", param_hint="MODULE"
+        )
     settings = _as_the_running_hub(settings, manifest, device_id)
     manifest = settings.manifest
     running = settings.data_dir / "endpoints.json"
@@ -591,6 +609,34 @@ def creds(
     else:
         for key, value in values.items():
             out.print(f"{key}={value}")
+
+
+def _service_creds(settings: Settings, output_format: str) -> None:
+    """The iothubowner connection string of the hub on this data directory (its HTTPS port, where the
+    running hub has it) and the CA file that its certificate chains to."""
+    about = _running_hub(settings.data_dir) or {}
+    host = about.get("hostname") or settings.gateway_hostname
+    port = about.get("https_port", settings.https_port)
+    if port is None:
+        err.print(
+            "error: the HTTPS listener is off (--https-port): the service API is served there", style="red"
+        )
+        raise typer.Exit(1)
+    ca = ensure_certificates(settings.data_dir / "certs", settings.certificate_names()).ca_cert.resolve()
+    values = {
+        "IOTHUB_CONNECTION_STRING": service_connection_string(
+            host if port == 443 else f"{host}:{port}", service_key(settings.data_dir)
+        ),
+        "REQUESTS_CA_BUNDLE": str(ca),
+    }
+    if output_format == "string":
+        out.print(values["IOTHUB_CONNECTION_STRING"])
+    elif output_format == "json":
+        out.print(json.dumps(values, indent=2))
+    else:
+        prefix = "export " if output_format == "shell" else ""
+        for key, value in values.items():
+            out.print(f"{prefix}{key}={shlex.quote(value) if prefix else value}")
 
 
 def _running_hub(data_dir: Path) -> dict[str, Any] | None:

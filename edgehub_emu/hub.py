@@ -24,7 +24,14 @@ from .data_lock import DataDirectoryInUse, lock_data_directory
 from .delivery import Deliveries
 from .heads.amqp import AmqpHead
 from .heads.mqtt import MqttHead, broker_mode
-from .identity import Identity, IdentityRegistry, connection_string, credentials, ensure_certificates
+from .identity import (
+    Identity,
+    IdentityRegistry,
+    connection_string,
+    credentials,
+    ensure_certificates,
+    service_key,
+)
 from .iothub.twins import TwinStore
 from .listeners import Endpoints, HubError, Listeners, server_tls, write_endpoints
 from .manifest import Deployment, compile_routes, load_deployment, watch_manifest
@@ -123,6 +130,7 @@ class EdgeHub:
         )
 
         self.certificates = ensure_certificates(data / "certs", s.certificate_names())
+        self.service_key = service_key(data)  # the iothubowner policy's, for cloud-side code
         try:
             self.store: Store = self._make_store() if self._make_store else open_store(s.store, data)
         except ValueError as exc:
@@ -338,6 +346,13 @@ class EdgeHub:
     def twin(self, module_or_device: str, metadata: bool = False) -> dict[str, Any]:
         """``{"desired": …, "reported": …}`` with versions (and ``$metadata.$lastUpdated`` times)."""
         return self.core.twins.document(self.identity_id(module_or_device), metadata)
+
+    def replace_desired(self, module_or_device: str, desired: dict[str, Any]) -> dict[str, Any]:
+        """Replace the desired properties (the cloud side's PUT), pushed to the module as a patch."""
+        identity_id = self.identity_id(module_or_device)
+        self.core.twins.seed(identity_id, desired)
+        replaced: dict[str, Any] = self.twin(module_or_device)["desired"]
+        return replaced
 
     def patch_desired(self, module_or_device: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Patch desired properties, pushed to the module if it listens; returns it with its ``$version``."""

@@ -10,6 +10,7 @@ from aiohttp import web
 from . import management
 from .management import management_app
 from .module_methods import add_module_method_routes
+from .service import add_service_routes
 from .workload import workload_app
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Apps:
-    module_methods: web.Application  # on the HTTPS port, beside MQTT over WebSocket
+    module_methods: web.Application  # on the HTTPS port, beside MQTT/AMQP over WebSocket: the module
+    # methods endpoint and IoT Hub's service API for cloud-side code
     management: web.Application
     metrics: web.Application
     workload: web.Application
@@ -27,6 +29,7 @@ class Apps:
 def hub_apps(hub: EdgeHub, api_token: str | None) -> Apps:
     methods, metrics = web.Application(), web.Application()
     add_module_method_routes(methods, hub)
+    add_service_routes(methods, hub)
     metrics.router.add_get("/metrics", management.metrics)
     metrics[management.HUB] = hub
     return Apps(methods, management_app(hub, api_token), metrics, workload_app(hub))

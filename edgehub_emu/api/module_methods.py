@@ -5,7 +5,8 @@
 the caller's SAS token in ``Authorization`` and ``x-ms-edge-moduleId: {device}/{caller}``. As edgeHub:
 a missing or malformed ``x-ms-edge-moduleId`` is 400, a caller from another device or a bad token 401,
 bad arguments 400, a target that is not connected and subscribed 404 ``{"message": "Client … not
-found"}``, no answer in time 504; otherwise 200 ``{"status": …, "payload": …}``.
+found"}``, no answer in time 504; otherwise 200 ``{"status": …, "payload": …}``. A call without
+``x-ms-edge-moduleId`` signed with the ``iothubowner`` policy is the cloud side's (``service.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..core import AuthenticationError, MethodError
+from . import service
 
 if TYPE_CHECKING:
     from ..hub import EdgeHub
@@ -29,6 +31,8 @@ def _message(status: int, text: str) -> web.Response:
 
 async def invoke(request: web.Request) -> web.Response:
     hub = request.app[HUB]
+    if "x-ms-edge-moduleId" not in request.headers and "skn=" in request.headers.get("Authorization", ""):
+        return await service.invoke(request)  # the cloud side, signed with the iothubowner policy
     caller_id = request.headers.get("x-ms-edge-moduleId", "")
     caller_device, sep, caller_module = caller_id.partition("/")
     if not sep or not caller_device or not caller_module:

@@ -11,6 +11,7 @@ from .connection_string import (
 )
 from .registry import SYSTEM_MODULES, Identity, IdentityRegistry
 from .sas import SasError, make_token, parse_token, validate
+from .service_policy import check_service_token, service_connection_string, service_key
 
 __all__ = [
     "SYSTEM_MODULES",
@@ -19,6 +20,7 @@ __all__ = [
     "Identity",
     "IdentityRegistry",
     "SasError",
+    "check_service_token",
     "connection_environment",
     "connection_string",
     "credentials",
@@ -27,5 +29,7 @@ __all__ = [
     "generation_id",
     "make_token",
     "parse_token",
+    "service_connection_string",
+    "service_key",
     "validate",
 ]

@@ -307,3 +307,47 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_the_service_sdk_snippet_runs_as_printed(tmp_path: Path):
+    """`creds --service --format shell`, evaluated by a shell, then the Python snippet in the service
+    SDK's own environment (.venv-service), against a running hub."""
+    from edgehub_emu.testing import HubProcess
+
+    service_python = ROOT / ".venv-service" / "bin" / "python"
+    assert service_python.exists(), "make test creates .venv-service with azure-iot-hub"
+    hub = HubProcess(tmp_path / "hub", "--https-port", "0")
+    try:
+        (tmp_path / "snippet.py").write_text(snippet("trust the hub's CA the way `requests` does:", "python"))
+        shell = snippet("trust the hub's CA the way `requests` does:", "sh").split("#")[0].strip()
+        shell = shell.replace("creds --service", f"creds --service --data-dir {tmp_path / 'hub'}")
+        done = subprocess.run(
+            f"{shell} && {service_python} {tmp_path / 'snippet.py'}",
+            shell=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "'$version': 1" in done.stdout
+        assert hub_twin(tmp_path / "hub")["tempLimit"] == 60
+    finally:
+        hub.stop()
+
+
+def hub_twin(data_dir: Path) -> dict:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("edgehub-emu")),
+            "twin",
+            "show",
+            "filtermodule",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(done.stdout)["properties"]["desired"]
