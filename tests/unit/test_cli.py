@@ -125,7 +125,7 @@ def test_creds_prints_connection_string_and_ca_file(tmp_path: Path):
         "creds", "filtermodule", "-m", str(EXAMPLE), "--data-dir", str(tmp_path), "--hostname", "gw.local"
     )
     assert result.exit_code == 0, result.output
-    lines = dict(line.split("=", 1) for line in result.output.strip().splitlines())
+    lines = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
     assert lines["EdgeHubConnectionString"].startswith("HostName=")
     assert "ModuleId=filtermodule;SharedAccessKey=" in lines["EdgeHubConnectionString"]
     assert lines["EdgeHubConnectionString"].endswith(";GatewayHostName=gw.local")
@@ -143,13 +143,13 @@ def test_creds_prints_connection_string_and_ca_file(tmp_path: Path):
         "gw.local",
     )
     assert (
-        json.loads(again.output)["EdgeHubConnectionString"] == lines["EdgeHubConnectionString"]
+        json.loads(again.stdout)["EdgeHubConnectionString"] == lines["EdgeHubConnectionString"]
     )  # keys are kept
     shell = invoke(
         "creds", "filtermodule", "--format", "shell", "-m", str(EXAMPLE), "--data-dir", str(tmp_path)
     )
     exported = subprocess.run(
-        ["bash", "-c", 'eval "$1"; echo "$EdgeHubConnectionString"', "-", shell.output],
+        ["bash", "-c", 'eval "$1"; echo "$EdgeHubConnectionString"', "-", shell.stdout],
         capture_output=True,
         text=True,
         timeout=10,
