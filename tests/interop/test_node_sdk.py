@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,6 +26,8 @@ from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.routing import Message
 from edgehub_emu.settings import Settings
 from edgehub_emu.testing import HubProcess, MethodError
+
+from .module_process import ModuleProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "node" / "module.js"
@@ -41,13 +43,14 @@ def deployment():
     return parse_deployment(doc, env={})
 
 
-class NodeModule:
+class NodeModule(ModuleProcess):
     """A module process on the Node SDK; its events are the JSON lines it prints."""
 
+    QUIT: ClassVar[dict[str, Any]] = {"op": "close"}
+    FAIL_ON = "error"
+
     def __init__(self, process: asyncio.subprocess.Process, name: str, transport: str) -> None:
-        self.process = process
-        self.name = f"{name} ({transport})"
-        self.seen: list[dict[str, Any]] = []
+        super().__init__(process, f"{name} ({transport})")
         self._next_id = 0
 
     @classmethod
@@ -70,52 +73,11 @@ class NodeModule:
         )
         return cls(process, module, transport)
 
-    async def event(self, kind: str, timeout: float = 30) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.name}: no {kind!r} event; saw {self.seen}{await self._stderr()}")
-            try:
-                async with asyncio.timeout(remaining):
-                    line = await self.process.stdout.readline()
-            except TimeoutError:
-                continue
-            if not line:
-                raise AssertionError(f"{self.name} exited; saw {self.seen}{await self._stderr()}")
-            event = json.loads(line)
-            self.seen.append(event)
-            if event["event"] == kind:
-                return event
-            if event["event"] == "error" and kind != "error":
-                raise AssertionError(f"{self.name} failed: {event}")
-
-    async def _stderr(self) -> str:
-        if self.process.returncode is None or self.process.stderr is None:
-            return ""
-        return "\nstderr: " + (await self.process.stderr.read()).decode()[-3000:]
-
-    async def command(self, **command: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write((json.dumps(command) + "\n").encode())
-        await self.process.stdin.drain()
-
     async def send(self, output: str, body: str, **fields: Any) -> None:
         self._next_id += 1
         await self.command(op="send", output=output, body=body, id=self._next_id, **fields)
         sent = await self.event("sent")
         assert sent["id"] == self._next_id
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            try:
-                await self.command(op="close")
-                async with asyncio.timeout(10):
-                    await self.process.wait()
-            except (TimeoutError, ConnectionError):
-                self.process.kill()
-                await self.process.wait()
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from edgehub_emu.manifest import parse_deployment
 from edgehub_emu.settings import Settings
 from edgehub_emu.testing import HubProcess
 
+from .module_process import ModuleProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
 SCRIPT = Path(__file__).with_name("sdk_module.py")
@@ -37,13 +39,8 @@ def deployment():
     return parse_deployment(doc, env={})
 
 
-class SdkModule:
+class SdkModule(ModuleProcess):
     """A module process using the SDK; events are the JSON lines it prints."""
-
-    def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
-        self.process = process
-        self.name = name
-        self.seen: list[dict[str, Any]] = []
 
     @classmethod
     async def start(cls, hub: EdgeHub, module: str, websockets: bool = False) -> SdkModule:
@@ -71,45 +68,6 @@ class SdkModule:
             env=env,
         )
         return cls(process, module)
-
-    async def event(self, kind: str, timeout: float = 30) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.name}: no {kind!r} event; saw {self.seen}{await self._stderr()}")
-            try:
-                async with asyncio.timeout(remaining):
-                    line = await self.process.stdout.readline()
-            except TimeoutError:
-                continue
-            if not line:
-                raise AssertionError(f"{self.name} exited; saw {self.seen}{await self._stderr()}")
-            event = json.loads(line)
-            self.seen.append(event)
-            if event["event"] == kind:
-                return event
-
-    async def _stderr(self) -> str:
-        if self.process.returncode is None or self.process.stderr is None:
-            return ""
-        return "\nstderr: " + (await self.process.stderr.read()).decode()[-3000:]
-
-    async def command(self, **command: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write((json.dumps(command) + "\n").encode())
-        await self.process.stdin.drain()
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            try:
-                await self.command(quit=True)
-                async with asyncio.timeout(10):
-                    await self.process.wait()
-            except (TimeoutError, ConnectionError):
-                self.process.kill()
-                await self.process.wait()
 
 
 @pytest.fixture
