@@ -56,7 +56,8 @@ def connect(hub: EdgeHub, module: str, received: queue.Queue | None = None) -> m
 
 async def main() -> list[str]:
     data = Path(tempfile.mkdtemp(prefix="store-and-forward-"))
-    settings = Settings(data_dir=data, mqtts_port=0, amqps_port=0, https_port=0)
+    # every listener on a free port: this runs beside a hub of `make run` (which holds 8883, 53000, …)
+    settings = Settings(data_dir=data, mqtts_port=0, amqps_port=0, https_port=0, http_port=0, metrics_port=0)
     deployment = parse_deployment(MANIFEST, env={})
 
     async with EdgeHub(settings, deployment=deployment) as hub:
