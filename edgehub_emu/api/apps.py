@@ -27,7 +27,9 @@ class Apps:
 
 
 def hub_apps(hub: EdgeHub, api_token: str | None) -> Apps:
-    methods, metrics = web.Application(), web.Application()
+    methods = web.Application()
+    # With a token the metrics listener may face the network too: it asks for the token as the API does.
+    metrics = web.Application(middlewares=[management.bearer_only(api_token)] if api_token else [])
     add_module_method_routes(methods, hub)
     add_service_routes(methods, hub)
     metrics.router.add_get("/metrics", management.metrics)

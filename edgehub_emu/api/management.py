@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from ..core import MethodError
 from ..manifest import TARGET
 from ..metrics import render
 from ..routing import Message
+from ..settings import is_loopback
 from ..snapshot import HubSnapshot
 from .openapi import OPENAPI
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 HUB: web.AppKey[EdgeHub] = web.AppKey("hub")
 TOKEN: web.AppKey[str | None] = web.AppKey("token")
+NAMES: web.AppKey[frozenset[str]] = web.AppKey("names")  # host names the API answers to, besides loopback
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 
 APP_PREFIX = "iothub-app-"
@@ -55,10 +58,43 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def _loopback_or_named(host: str, names: frozenset[str]) -> bool:
+    """A Host (or Origin) name this API answers to: a loopback address, ``localhost``, or a name
+    the hub was given (its host, gateway host name, certificate names)."""
+    name = host.lower()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    return name in names or is_loopback(name)
+
+
+def _refusal(request: web.Request) -> web.Response | None:
+    """What a web page in the developer's own browser could send: a request from another origin (a
+    cross-site POST), or one for another host name that resolves here (DNS rebinding). Clients outside
+    a browser send neither an Origin nor a foreign Host."""
+    names = request.app[NAMES]
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        parsed = urlsplit(origin)
+        if parsed.scheme not in ("http", "https") or not _loopback_or_named(parsed.netloc, names):
+            log.warning(
+                "refused a %s %s from origin %s: another site's page", request.method, request.path, origin
+            )
+            return error(403, "Forbidden", f"requests from origin {origin!r} are refused: this API is local")
+    if request.app[TOKEN] is None and not _loopback_or_named(request.host, names):
+        log.warning("refused a request for host %r: not a name of this hub (DNS rebinding?)", request.host)
+        return error(403, "Forbidden", f"host {request.host!r} is not a name of this hub")
+    return None
+
+
 @web.middleware
 async def errors_and_auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ):
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
     token = request.app[TOKEN]
     if token is not None:
         given = request.headers.get("Authorization", "")
@@ -72,7 +108,23 @@ async def errors_and_auth(
         raise
 
 
+def bearer_only(token: str) -> Any:
+    """A middleware that asks for ``Authorization: Bearer <token>`` and nothing else (the metrics)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            return error(401, "Unauthorized", "send the hub's API token as 'Authorization: Bearer <token>'")
+        return await handler(request)
+
+    return check
+
+
 async def _json(request: web.Request) -> Any:
+    if request.content_type != "application/json":  # (a page's cross-site form or text/plain POST)
+        raise web.HTTPUnsupportedMediaType(
+            text=f"send the body as application/json (got {request.content_type or 'no content type'})"
+        )
     try:
         return await request.json(loads=json.loads)
     except ValueError as exc:
@@ -378,6 +430,8 @@ def management_app(hub: EdgeHub, token: str | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_and_auth])
     app[HUB] = hub
     app[TOKEN] = token
+    s = hub.settings
+    app[NAMES] = frozenset(n.lower() for n in ("localhost", s.host, s.gateway_hostname, *s.extra_names) if n)
     app[STREAMS] = set()
     app.on_shutdown.append(_end_streams)
     for method, path, handler in ROUTES:

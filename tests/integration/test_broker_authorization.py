@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgehub_emu.manifest import parse_deployment
+from edgehub_emu.routing import Message as HubMessage
 
 from .conftest import EXAMPLE, IOTHUB, Hub
 
@@ -119,3 +120,29 @@ async def test_anonymous_clients_need_dev(start_hub: Callable[..., Any]) -> None
         if codes:
             break
     assert codes == [135]  # CONNACK 5: not authorized (anonymous without --dev)
+
+
+async def test_an_anonymous_dev_tool_cannot_take_a_modules_client_id(start_hub: Callable[..., Any]) -> None:
+    """With --dev, a tool without credentials that claims `edge-device/filtermodule` would take over
+    the module's session and its messages: it gets CONNACK 2 instead, and the module keeps its queue."""
+    hub = await start_hub(broker_manifest(POLICY), mqtt_port=0, dev=True)
+    module = await hub.client("filtermodule", clean=False)
+    await module.subscribe("devices/edge-device/modules/filtermodule/#")
+    module.stop()
+    await hub.hub.send_to_input("filtermodule", "input1", HubMessage(body=b"for the module"))
+
+    def connack(client_id: str) -> int:
+        paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        codes: list[int] = []
+        paho.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc.value)
+        paho.connect("127.0.0.1", hub.hub.endpoints.mqtt_port)
+        for _ in range(50):
+            paho.loop(0.1)
+            if codes:
+                break
+        paho.disconnect()
+        return codes[0]
+
+    assert await asyncio.to_thread(connack, "edge-device/filtermodule") == 133  # CONNACK 2
+    assert await asyncio.to_thread(connack, "my-tool") == 0  # any other id is fine
+    assert [m.body for m in hub.hub.queued("filtermodule", "input1")] == [b"for the module"]

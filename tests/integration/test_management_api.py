@@ -67,7 +67,7 @@ async def test_twin_get_and_desired_patch_reach_the_module(start_hub):
         assert json.loads(patch.payload) == {"tempLimit": 42, "$version": 2}
         async with http.get(url) as response:
             assert (await response.json())["properties"]["reported"]["$version"] == 1
-        async with http.patch(url, data=b"{nope") as response:
+        async with http.patch(url, data=b"{nope", headers={"content-type": "application/json"}) as response:
             assert response.status == 400
             assert "not JSON" in (await response.json())["error"]["message"]
         async with http.get(f"{api(hub)}/twins/{DEVICE}/modules/nobody") as response:
@@ -160,6 +160,35 @@ async def test_an_event_stream_whose_client_went_away_ends_quietly(start_hub, ca
     sender.stop()
 
 
+async def test_a_web_page_in_the_developers_browser_cannot_use_the_api(start_hub):
+    """A cross-site "simple" POST (text/plain, another Origin) and a DNS-rebinding Host are refused;
+    the same calls from the CLI or curl (no Origin, a loopback Host, JSON) are served."""
+    hub = await start_hub()
+    inject = f"{api(hub)}/modules/filtermodule/inputs/input1/messages"
+    method = f"{api(hub)}/twins/{DEVICE}/modules/filtermodule/methods"
+    twin = f"{api(hub)}/twins/{DEVICE}/modules/filtermodule"
+    evil = {"Origin": "http://evil.example", "content-type": "text/plain"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(inject, data=b"from a page", headers=evil) as response:
+            assert response.status == 403
+            assert "evil.example" in (await response.json())["error"]["message"]
+        async with http.post(method, data=b'{"methodName": "reset"}', headers=evil) as response:
+            assert response.status == 403
+        async with http.get(twin, headers={"Host": "evil.example"}) as response:  # DNS rebinding
+            assert response.status == 403
+        async with http.post(
+            method, data=b'{"methodName": "reset"}', headers={"content-type": "text/plain"}
+        ) as response:
+            assert response.status == 415  # JSON bodies must say so
+        # the API's own origin (a page it serves) and plain clients are fine
+        own = {"Origin": api(hub)}
+        async with http.get(twin, headers=own) as response:
+            assert response.status == 200
+        async with http.post(inject, data=b"from the cli") as response:
+            assert response.status == 202
+    assert [m.body for m in hub.hub.queued("filtermodule", "input1")] == [b"from the cli"]
+
+
 async def test_status_health_and_metrics(start_hub):
     hub = await start_hub()
     module = await hub.client("filtermodule")
@@ -202,6 +231,11 @@ async def test_a_token_is_required_when_set(start_hub):
             assert "Bearer" in (await response.json())["error"]["message"]
         async with http.get(f"{api(hub)}/status", headers={"Authorization": "Bearer s3cret"}) as response:
             assert response.status == 200
+        metrics = f"http://127.0.0.1:{hub.hub.endpoints.metrics_port}/metrics"  # the metrics listener too
+        async with http.get(metrics) as response:
+            assert response.status == 401
+        async with http.get(metrics, headers={"Authorization": "Bearer s3cret"}) as response:
+            assert response.status == 200 and "edgehub_" in await response.text()
 
 
 def test_openapi_document_covers_exactly_the_routes():

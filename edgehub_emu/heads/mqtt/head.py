@@ -112,6 +112,13 @@ class MqttHead:
             if not connect.clean_session:
                 return AuthResult(codec.IDENTIFIER_REJECTED, reason="empty client id with clean session 0")
             client_id = assigned = f"anonymous-{uuid.uuid4().hex[:12]}"
+        elif self.core.identities.get(client_id) is not None:
+            # It would take over that identity's session: its in-flight messages, its queue.
+            return AuthResult(
+                codec.IDENTIFIER_REJECTED,
+                reason=f"client id {client_id!r} is an identity of the deployment: anonymous --dev clients "
+                "may not use it (connect with its credentials, or pick another client id)",
+            )
         client = Client(client_id, client_id, None, anonymous=True)
         decision = self.broker.authorize_connect(client)
         if not decision.allowed:
