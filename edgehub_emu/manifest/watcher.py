@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from .errors import ManifestError
 from .loader import Deployment
@@ -22,10 +23,20 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-async def watch_manifest(
+def watch_manifest(
     path: Path, load: Callable[[], Deployment], apply: Callable[[Deployment], None], interval: float = 1.0
+) -> Coroutine[Any, Any, None]:
+    """The watch, to run as a task; the file as it is now (not when the task first runs) is the start."""
+    return _watch(path, _mtime(path), load, apply, interval)
+
+
+async def _watch(
+    path: Path,
+    last: int | None,
+    load: Callable[[], Deployment],
+    apply: Callable[[Deployment], None],
+    interval: float,
 ) -> None:
-    last = _mtime(path)
     while True:
         await asyncio.sleep(interval)
         current = _mtime(path)

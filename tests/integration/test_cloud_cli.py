@@ -199,3 +199,30 @@ def _connects(port: int, ca_file: str, fields: dict[str, str]) -> bool:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_sigterm_answers_a_waiting_method_call_and_stops_at_once(tmp_path: Path):
+    """A method call waits for a module that never answers (30 s); SIGTERM ends the hub well before
+    that, and the caller gets the hub's answer for a module that is not there."""
+    import signal
+
+    hub = HubSubprocess(tmp_path)
+    module = hub.client("filtermodule")
+    subscribed = threading.Event()
+    module.on_subscribe = lambda *_: subscribed.set()
+    module.subscribe("$iothub/methods/POST/#", 1)
+    assert subscribed.wait(5)
+    received = threading.Event()
+    module.on_message = lambda *_: received.set()
+    caller = subprocess.Popen(
+        [EXE, "invoke", "filtermodule", "reset", "--timeout", "30", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert received.wait(10)  # the request reached the (silent) module: the call is waiting
+    hub.process.send_signal(signal.SIGTERM)
+    assert hub.process.wait(10) == 0  # not the 30 s the call would wait
+    _, said = caller.communicate(timeout=10)
+    assert caller.returncode == 1 and "the hub is stopping" in said
+    module.loop_stop()

@@ -128,7 +128,9 @@ async def test_a_store_failure_disconnects_the_publisher_without_puback(start_hu
     other.stop()
 
 
-async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(start_hub, tmp_path: Path):
+async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(
+    start_hub, tmp_path: Path, caplog
+):
     path = tmp_path / "deployment.json"
     doc = json.loads(json.dumps(EXAMPLE))
     path.write_text(json.dumps(doc))
@@ -149,7 +151,7 @@ async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(sta
     await receiver.nothing()  # the old input's queue is no longer delivered ...
     assert len(hub.hub.queued("filtermodule", "input1")) == 1  # ... but kept until its TTL
     path.write_text("{ not json")  # a broken manifest keeps the previous deployment
-    await asyncio.sleep(1.5)
+    await _logged(caplog, "kept the previous deployment")
     assert "input2" in str([r.endpoint for r in hub.hub.snapshot().routes])
     status = ["status", "-m", str(path.with_name("ok.json")), "--data-dir", str(tmp_path)]
     # the CLI calls the hub's API synchronously: run it off this event loop, which is the hub's
@@ -163,6 +165,35 @@ async def test_manifest_file_change_reloads_routes_and_keeps_queued_messages(sta
     assert "no route names it any more" in result.output
     sender.stop()
     receiver.stop()
+
+
+async def _logged(caplog, text: str, timeout: float = 10) -> None:
+    """Wait for the hub to log ``text`` (its own word that it handled what the test did)."""
+    async with asyncio.timeout(timeout):
+        while text not in caplog.text:
+            await asyncio.sleep(0.05)
+
+
+async def test_the_manifest_watcher_outlives_a_missing_a_deep_and_a_broken_file(
+    start_hub, tmp_path: Path, caplog
+):
+    caplog.set_level("INFO")
+    path = tmp_path / "deployment.json"
+    doc = json.loads(json.dumps(EXAMPLE))
+    path.write_text(json.dumps(doc))
+    hub = await start_hub(deployment=None, manifest=path, watch_manifest=True)
+    path.unlink()
+    await _logged(caplog, "is gone: the deployment loaded from it keeps running")
+    path.write_text("[" * 100_000 + "]" * 100_000)  # nested deeper than any parser goes
+    await _logged(caplog, "kept the previous deployment")
+    caplog.clear()
+    path.write_text('{"modulesContent": 1}')
+    await _logged(caplog, "kept the previous deployment")
+    routes = doc["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
+    routes["sensorToFilter"]["route"] = route("temperatureOutput", "input2")
+    path.write_text(json.dumps(doc))  # the next valid version loads
+    await _logged(caplog, f"reloaded {path}")
+    assert "input2" in str([r.endpoint for r in hub.hub.snapshot().routes])
 
 
 async def test_metrics_use_edgehubs_names(start_hub):
