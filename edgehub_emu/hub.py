@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import hub_apps
-from .core import HubCore, MethodError, MethodResult
+from .core import MAX_MESSAGE_SIZE, HubCore, MessageRefused, MethodError, MethodResult, message_size
 from .data_lock import DataDirectoryInUse, lock_data_directory
 from .delivery import Deliveries
 from .heads.amqp import AmqpHead
@@ -32,7 +32,7 @@ from .identity import (
     ensure_certificates,
     service_key,
 )
-from .iothub.twins import TwinStore
+from .iothub import TwinStore, validate_desired
 from .listeners import Endpoints, HubError, Listeners, server_tls, write_endpoints
 from .manifest import Deployment, compile_routes, load_deployment, watch_manifest
 from .metrics import registry_for
@@ -348,14 +348,18 @@ class EdgeHub:
         return self.core.twins.document(self.identity_id(module_or_device), metadata)
 
     def replace_desired(self, module_or_device: str, desired: dict[str, Any]) -> dict[str, Any]:
-        """Replace the desired properties (the cloud side's PUT), pushed to the module as a patch."""
+        """Replace the desired properties (the cloud side's PUT), pushed to the module as a patch;
+        ``TwinError`` (400) for properties IoT Hub would refuse."""
+        validate_desired(desired)
         identity_id = self.identity_id(module_or_device)
         self.core.twins.seed(identity_id, desired)
         replaced: dict[str, Any] = self.twin(module_or_device)["desired"]
         return replaced
 
     def patch_desired(self, module_or_device: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """Patch desired properties, pushed to the module if it listens; returns it with its ``$version``."""
+        """Patch desired properties, pushed to the module if it listens; returns it with its ``$version``.
+        ``TwinError`` (400) for a patch IoT Hub would refuse (NaN, deeper than 10 levels, over 32 KB)."""
+        validate_desired(patch)
         return self.core.twins.patch_desired(self.identity_id(module_or_device), patch)
 
     def send_c2d(
@@ -375,7 +379,12 @@ class EdgeHub:
 
     async def send_to_input(self, module: str, input_name: str, message: Message) -> Queued:
         """Queue a message for a module input as a route would (priority 0, the global time-to-live);
-        returns once it is stored."""
+        returns once it is stored. ``MessageRefused`` for an input name that is not one topic level,
+        or a message over IoT Hub's 256 KB, as edgeHub refuses it."""
+        if not input_name or input_name in (".", "..") or any(c in input_name for c in "/#+\0"):
+            raise MessageRefused(400, f"input name {input_name!r}: one topic level, without / # + or NUL")
+        if message_size(message) > MAX_MESSAGE_SIZE:
+            raise MessageRefused(413, f"the message is over {MAX_MESSAGE_SIZE // 1024} KB, IoT Hub's limit")
         message.system_properties.setdefault(CONNECTION_DEVICE_ID, self.device_id)
         endpoint = ModuleEndpoint(self.device_id, module, input_name)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..core import MethodError
+from ..core import MessageRefused, MethodError
+from ..iothub import TwinError
 from ..manifest import TARGET
 from ..metrics import render
 from ..routing import Message
@@ -129,6 +130,8 @@ async def _json(request: web.Request) -> Any:
         return await request.json(loads=json.loads)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="the request body is JSON nested too deep") from None
 
 
 def _module_id(request: web.Request) -> str:
@@ -190,7 +193,10 @@ async def patch_twin(request: web.Request) -> web.Response:
     desired = body.get("properties", {}).get("desired") if isinstance(body, dict) else None
     if not isinstance(desired, dict):
         return error(400, "BadRequest", 'the body needs {"properties": {"desired": {...}}}')
-    request.app[HUB].patch_desired(identity_id, desired)
+    try:
+        request.app[HUB].patch_desired(identity_id, desired)
+    except TwinError as exc:
+        return error(exc.status, "BadRequest", str(exc))
     return web.json_response(_twin(request.app[HUB], identity_id))
 
 
@@ -238,7 +244,10 @@ async def inject_input(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no module {module!r}: the deployment has {', '.join(hub.modules)}")
     app, system = _properties(request)
     message = Message(body=await request.read(), properties=app, system_properties=system)
-    queued = await hub.send_to_input(module, input_name, message)
+    try:
+        queued = await hub.send_to_input(module, input_name, message)
+    except MessageRefused as exc:
+        return error(exc.status, "BadRequest" if exc.status == 400 else "MessageTooLarge", str(exc))
     return web.json_response(
         {"queued": queued.endpoint_id, "timeToLiveSecs": queued.time_to_live_secs}, status=202
     )
@@ -267,7 +276,10 @@ async def iotedgehubdev_message(request: web.Request) -> web.Response:
         )
     data = body.get("data", "")
     payload = data.encode() if isinstance(data, str) else json.dumps(data).encode()
-    queued = await hub.send_to_input(TARGET, body["inputName"], Message(body=payload))
+    try:
+        queued = await hub.send_to_input(TARGET, body["inputName"], Message(body=payload))
+    except MessageRefused as exc:
+        return error(exc.status, "BadRequest" if exc.status == 400 else "MessageTooLarge", str(exc))
     return web.json_response({"queued": queued.endpoint_id, "timeToLiveSecs": queued.time_to_live_secs})
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ..core import MethodError
 from ..identity import SasError, check_service_token
+from ..iothub import TwinError
 
 if TYPE_CHECKING:
     from ..hub import EdgeHub
@@ -136,10 +137,13 @@ async def twin(request: web.Request) -> web.Response:
         desired = (body.get("properties") or {}).get("desired")
         if desired is not None and not isinstance(desired, dict):
             return hub_error(400, "ArgumentInvalid", "properties.desired must be an object")
-        if request.method == "PUT":
-            hub.replace_desired(identity_id, desired or {})
-        elif desired:
-            hub.patch_desired(identity_id, desired)
+        try:
+            if request.method == "PUT":
+                hub.replace_desired(identity_id, desired or {})
+            elif desired:
+                hub.patch_desired(identity_id, desired)
+        except TwinError as exc:
+            return hub_error(400, "ArgumentInvalid", str(exc))
     return web.json_response(_twin_json(hub, identity_id))
 
 

@@ -7,7 +7,7 @@ from .connections import Connection, ConnectionManager, DeviceProxy, SendOutcome
 from .hub_core import HubCore
 from .listener import DeviceListener
 from .methods import MethodCalls, MethodError, MethodResult
-from .telemetry import MAX_MESSAGE_SIZE, Ingest, log_store_failure, message_size, new_guid
+from .telemetry import MAX_MESSAGE_SIZE, Ingest, MessageRefused, log_store_failure, message_size, new_guid
 from .twins import TwinService
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "DeviceProxy",
     "HubCore",
     "Ingest",
+    "MessageRefused",
     "MethodCalls",
     "MethodError",
     "MethodResult",

@@ -31,6 +31,14 @@ log = logging.getLogger("edgehub_emu.hub")
 MAX_MESSAGE_SIZE = 262_144
 
 
+class MessageRefused(ValueError):
+    """A message refused as edgeHub refuses it (``status``: the HTTP status an API answers)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Guids:
     """Version-4 GUIDs in ``uuid.uuid4()``'s form, as edgeHub's ``edgeMessageId``s: the first 20 hex digits
     random per process, the last 12 a counter that starts at a random value. Unique, and a tenth of

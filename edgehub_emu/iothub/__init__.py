@@ -44,6 +44,7 @@ from .topics import (
     twin_get_topic,
     twin_response_topic,
 )
+from .twins import TwinError, TwinStore, validate_desired
 
 __all__ = [
     "C2D",
@@ -61,7 +62,9 @@ __all__ = [
     "Telemetry",
     "TopicError",
     "TwinAddress",
+    "TwinError",
     "TwinRequest",
+    "TwinStore",
     "Username",
     "UsernameError",
     "c2d_topic",
@@ -84,4 +87,5 @@ __all__ = [
     "telemetry_topic",
     "twin_get_topic",
     "twin_response_topic",
+    "validate_desired",
 ]

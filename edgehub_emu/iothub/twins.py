@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import threading
 import time
@@ -49,6 +50,8 @@ def _check_value(value: Any, path: str, depth: int) -> None:
     elif isinstance(value, str):
         if len(value.encode("utf-8")) > MAX_STRING_BYTES:
             raise TwinError(400, f"{path}: string longer than {MAX_STRING_BYTES} bytes")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise TwinError(400, f"{path}: {value} is not a JSON number")
     elif (
         isinstance(value, int)
         and not isinstance(value, bool)
@@ -75,6 +78,22 @@ def validate_reported_patch(patch: Any, raw_size: int) -> None:
     if not isinstance(patch, dict):
         raise TwinError(400, "a reported-properties patch must be a JSON object")
     _check_value(patch, "", 1)
+
+
+def validate_desired(desired: Any) -> None:
+    """Raise TwinError(400) for desired properties IoT Hub would refuse: not an object, over 32 KB,
+    deeper than 10 levels, NaN or infinite numbers, or names and values outside the twin limits."""
+    if not isinstance(desired, dict):
+        raise TwinError(400, "desired properties must be a JSON object")
+    try:
+        size = len(json.dumps(desired, allow_nan=False).encode("utf-8"))
+    except ValueError:
+        size = 0  # NaN or infinity: named by the walk below
+    except RecursionError:
+        raise TwinError(400, f"desired properties nested deeper than {MAX_DEPTH} levels") from None
+    if size > MAX_PATCH_BYTES:
+        raise TwinError(400, f"desired properties of {size} bytes exceed {MAX_PATCH_BYTES} bytes")
+    _check_value({k: v for k, v in desired.items() if not k.startswith("$")}, "", 1)
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:

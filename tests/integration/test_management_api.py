@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 import aiohttp
 import pytest
+import yarl
 
 from edgehub_emu.api.management import ROUTES
 from edgehub_emu.api.openapi import OPENAPI
@@ -187,6 +188,40 @@ async def test_a_web_page_in_the_developers_browser_cannot_use_the_api(start_hub
         async with http.post(inject, data=b"from the cli") as response:
             assert response.status == 202
     assert [m.body for m in hub.hub.queued("filtermodule", "input1")] == [b"from the cli"]
+
+
+@pytest.mark.parametrize("input_name", ["a%23b", "a%2Bb", "%2E%2E%2F%2E%2E%2Fx", "%2E%2E"])
+async def test_an_input_name_that_is_not_one_topic_level_is_refused(start_hub, input_name):
+    hub = await start_hub()
+    url = f"{api(hub)}/modules/filtermodule/inputs/{input_name}/messages"
+    async with aiohttp.ClientSession() as http, http.post(yarl.URL(url, encoded=True), data=b"x") as response:
+        assert response.status == 400
+        assert "one topic level" in (await response.json())["error"]["message"]
+
+
+async def test_iot_hubs_limits_on_injected_messages_and_desired_patches(start_hub):
+    hub = await start_hub()
+    inject = f"{api(hub)}/modules/filtermodule/inputs/input1/messages"
+    twin = f"{api(hub)}/twins/{DEVICE}/modules/filtermodule"
+    deep: dict = {"leaf": 1}
+    for _ in range(11):
+        deep = {"level": deep}
+    json_body = {"content-type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(inject, data=b"x" * 262_145) as response:
+            assert response.status == 413 and "256 KB" in (await response.json())["error"]["message"]
+        for desired, why in (
+            (b'{"t": NaN}', "not a JSON number"),
+            (json.dumps(deep).encode(), "deeper than 10 levels"),
+            (json.dumps({"big": ["x" * 4000] * 9}).encode(), "exceed 32768 bytes"),
+        ):
+            body = b'{"properties": {"desired": ' + desired + b"}}"
+            async with http.patch(twin, data=body, headers=json_body) as response:
+                assert response.status == 400, desired[:40]
+                assert why in (await response.json())["error"]["message"]
+        async with http.post(inject, data=b"x" * 1000) as response:  # within the limits: fine
+            assert response.status == 202
+    assert hub.hub.twin("filtermodule")["desired"] == {"$version": 1}
 
 
 async def test_status_health_and_metrics(start_hub):
