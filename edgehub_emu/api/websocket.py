@@ -9,6 +9,7 @@ connection the transport it expects (write, close, pause and resume reading, the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
@@ -69,6 +70,11 @@ class WebSocketTransport:
     def is_closing(self) -> bool:
         return self._closing
 
+    async def drained(self, timeout: float = 5.0) -> None:
+        """Wait until what was written went out (a CONNACK refusing the client, before its close)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+
     def pause_reading(self) -> None:
         self.reading.clear()
 
@@ -125,6 +131,7 @@ def websocket_handler(server: MqttServer, amqp: AmqpHead | None = None):
         finally:
             transport.close()
             connection.connection_lost(None)
+            await transport.drained()  # returning closes the WebSocket: not before the last bytes
         return ws
 
     return handle

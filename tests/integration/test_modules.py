@@ -314,3 +314,30 @@ async def test_desired_properties_set_from_the_cloud_side_stay_when_the_manifest
     assert sensor["SendInterval"] == 5 and "extra" not in sensor  # replaced by the manifest's
     restarted.hub.reload(manifest(twins=named))
     assert restarted.hub.twin("filtermodule")["desired"]["tempLimit"] == 42
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "code"),
+    [
+        ("good", "wrong key", 5),  # a token signed with another module's key
+        ("good", "", 5),  # an empty password
+        ("not a user name", "token", 3),  # unparsable user name... as over TCP and TLS
+    ],
+)
+async def test_websocket_clients_get_the_connack_tcp_clients_get(start_hub, username, password, code):
+    hub = await start_hub()
+    module = f"{DEVICE}/filtermodule"
+    if username == "good":
+        username = f"{hub.hub.settings.iothub_hostname}/{module}/?api-version=2019-10-01"
+    if password == "wrong key":
+        password = hub.token(module, key=hub.hub.identity("SimulatedTemperatureSensor").primary_key)
+    elif password == "token":
+        password = hub.token(module)
+    connect = codec.encode(codec.Connect(module, True, 60, username, password.encode()))
+    tls = ssl.create_default_context(cafile=str(hub.hub.ca_file))
+    url = f"wss://127.0.0.1:{hub.hub.endpoints.https_port}/$iothub/websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=("mqtt",), ssl=tls) as ws:
+        await ws.send_bytes(connect)
+        answer = await asyncio.wait_for(ws.receive(), 10)
+        assert answer.type == aiohttp.WSMsgType.BINARY, answer
+        assert answer.data == bytes([0x20, 0x02, 0x00, code])
