@@ -311,11 +311,17 @@ def record_json(record: UpstreamRecord) -> dict[str, Any]:
     }
 
 
+MAX_QUERY_INT = 2**63 - 1  # what SQLite (the upstream capture) can hold
+
+
 def _int(request: web.Request, name: str, default: int) -> int:
     try:
-        return int(request.query.get(name, default))
+        value = int(request.query.get(name, default))
     except ValueError:
         raise web.HTTPBadRequest(text=f"query parameter {name!r} must be a whole number") from None
+    if not 0 <= value <= MAX_QUERY_INT:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be between 0 and {MAX_QUERY_INT}")
+    return value
 
 
 async def upstream_messages(request: web.Request) -> web.Response:

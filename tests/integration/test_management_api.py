@@ -138,6 +138,12 @@ async def test_upstream_messages_listed_and_streamed(start_hub):
         async with http.get(f"{api(hub)}/upstream/messages?since=0&limit=10") as response:
             listed = (await response.json())["messages"]
         assert [m["body"] for m in listed] == ['{"t": 1}']
+        for query in ("since=12345678901234567890123", "limit=12345678901234567890123", "since=-1"):
+            async with http.get(f"{api(hub)}/upstream/messages?{query}") as response:
+                assert response.status == 400  # not a 500 from the database underneath
+            if query.startswith("since"):  # (the stream takes no limit)
+                async with http.get(f"{api(hub)}/upstream/stream?{query}") as response:
+                    assert response.status == 400
         async with http.get(f"{api(hub)}/upstream/messages?since=x") as response:
             assert response.status == 400
     sender.stop()
