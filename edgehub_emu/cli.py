@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 
 from .client import ApiError, HubClient, HubNotRunning
+from .data_files import DamagedFile
 from .hub import EdgeHub, HubError
 from .identity import (
     IdentityRegistry,
@@ -353,6 +354,12 @@ def run(
         help="iotedgehubdev's single-module mode: one module 'target' with these inputs (input1,input2), "
         "fed by POST /api/v1/messages; its outputs go to $upstream. No manifest is read.",
     ),
+    reset_damaged: bool = typer.Option(
+        False,
+        "--reset-damaged",
+        help="Move a damaged file of the data directory aside (NAME.corrupt-<time>) and start without it, "
+        "instead of stopping; what was lost is logged.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
     """Start the hub on a deployment: modules connect over MQTT or AMQP (TLS or WebSocket) and are routed."""
@@ -388,6 +395,8 @@ def run(
     )
     if leaf_devices:
         settings = dataclasses.replace(settings, leaf_devices=(*settings.leaf_devices, *leaf_devices))
+    if reset_damaged:
+        settings = dataclasses.replace(settings, reset_damaged=True)
     if inputs or settings.inputs:
         settings = _single_module(settings, inputs or list(settings.inputs))
     if dev or settings.dev:
@@ -973,3 +982,6 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except DamagedFile as damaged:  # (creds and the like read the data directory's files too)
+        err.print(f"error: {damaged}. It holds {damaged.holds}.", style="red")
+        sys.exit(1)

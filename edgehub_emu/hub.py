@@ -16,10 +16,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .api import hub_apps
 from .core import MAX_MESSAGE_SIZE, HubCore, MessageRefused, MethodError, MethodResult, message_size
+from .data_files import DamagedFile, set_aside
 from .data_lock import DataDirectoryInUse, lock_data_directory
 from .delivery import Deliveries
 from .heads.amqp import AmqpHead
@@ -50,6 +51,7 @@ from .upstream import Upstream, UpstreamCapture, UpstreamError, UpstreamHooks, m
 __all__ = ["EdgeHub", "Endpoints", "HubError", "MethodError", "MethodResult", "Queued"]
 
 log = logging.getLogger("edgehub_emu.hub")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,31 +122,39 @@ class EdgeHub:
             raise HubError(f"local module(s) {', '.join(missing)} not in the deployment (it has: {modules})")
         self.deployment, self.route_table = deployment, compile_routes(deployment, s.device_id)
         data = s.data_dir
-        data.mkdir(parents=True, exist_ok=True)
         try:
+            data.mkdir(parents=True, exist_ok=True)
             lock_data_directory(data, stack)
+            self.identities = self._data_file(
+                lambda: IdentityRegistry(
+                    s.device_id, deployment.module_names, list(s.leaf_devices), data / "identities.json"
+                )
+            )
+            self.certificates = ensure_certificates(data / "certs", s.certificate_names())
+            self.service_key = service_key(data)  # the iothubowner policy's, for cloud-side code
+            twins = self._data_file(lambda: TwinStore(data / "twins.json"))
         except DataDirectoryInUse as exc:
             raise HubError(str(exc)) from None
-        self.identities = IdentityRegistry(
-            s.device_id, deployment.module_names, list(s.leaf_devices), data / "identities.json"
-        )
-
-        self.certificates = ensure_certificates(data / "certs", s.certificate_names())
-        self.service_key = service_key(data)  # the iothubowner policy's, for cloud-side code
+        except OSError as exc:  # not writable, read-only, impossible to create
+            raise HubError(
+                f"cannot use the data directory {data}: {exc.strerror or exc} ({exc.filename})"
+            ) from None
         try:
             self.store: Store = self._make_store() if self._make_store else open_store(s.store, data)
         except ValueError as exc:
             raise HubError(str(exc)) from None
         stack.callback(self.store.close)
         capture_path = data / "upstream.sqlite" if s.store != "memory" else None
-        self.upstream = UpstreamCapture(capture_path, s.upstream_keep_count, s.upstream_keep_seconds)
+        self.upstream = self._data_file(
+            lambda: UpstreamCapture(capture_path, s.upstream_keep_count, s.upstream_keep_seconds)
+        )
         stack.callback(self.upstream.close)
         hostnames = [s.iothub_hostname, s.gateway_hostname]
         self.core = HubCore(
             s.device_id,
             self.identities,
             hostnames,
-            TwinStore(data / "twins.json"),
+            twins,
             self.store,
             self.route_table,
         )
@@ -200,6 +210,21 @@ class EdgeHub:
             )
             await self.runner.start()
             stack.push_async_callback(self.runner.stop)  # stopped first: the hub serves their goodbyes
+
+    def _data_file(self, open_it: Callable[[], T]) -> T:
+        """Open a file of the data directory; a damaged one stops the start with what it holds and what
+        to do, or with ``reset_damaged`` is moved aside (and what was lost logged) for a fresh one."""
+        try:
+            return open_it()
+        except DamagedFile as damaged:
+            if not self.settings.reset_damaged:
+                raise HubError(
+                    f"{damaged}. It holds {damaged.holds}. Repair or remove it, or start with "
+                    "--reset-damaged to move it aside and start without it"
+                ) from None
+            moved = set_aside(damaged.path)
+            log.warning("%s: moved aside as %s; lost: %s", damaged, moved.name, damaged.holds)
+            return open_it()
 
     def _routes(self) -> RouteTable:
         assert self.route_table is not None

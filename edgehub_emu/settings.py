@@ -76,6 +76,9 @@ class Settings:
     dev: bool = False
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0
+    reset_damaged: bool = False
+    """A damaged file of the data directory is moved aside (``NAME.corrupt-<time>``) instead of stopping
+    the start."""
     inputs: tuple[str, ...] = ()
     """iotedgehubdev's single-module mode: the inputs of module ``target`` that /api/v1/messages feeds."""
 
@@ -180,6 +183,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "upstream_ca": ("UPSTREAM_CA", _optional_path),
     "dev": ("DEV", _flag),
     "inputs": ("INPUTS", _list),
+    "reset_damaged": ("RESET_DAMAGED", _flag),
 }
 """Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""
 

@@ -14,11 +14,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data_files import DamagedFile
+
 SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
 
 
 def new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+HOLDS = "the keys of every module and device: their connection strings stop working without it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +72,10 @@ class IdentityRegistry:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+        except (ValueError, RecursionError) as exc:  # (unreadable is an OSError, for the caller)
+            raise DamagedFile(self.path, f"not JSON: {exc}", HOLDS) from None
+        if not isinstance(data, dict) or not isinstance(data.get("keys", {}), dict):
+            raise DamagedFile(self.path, "not the hub's identities", HOLDS)
         return {k: v for k, v in data.get("keys", {}).items() if isinstance(v, list) and len(v) == 2}
 
     def _add(

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data_files import DamagedFile
+
 MAX_DEPTH = 10
 MAX_NAME_BYTES = 1024
 MAX_STRING_BYTES = 4096
@@ -173,8 +175,13 @@ class TwinStore:
                 raw = json.loads(path.read_text(encoding="utf-8"))
                 for ident, t in raw.items():
                     self._twins[ident] = Twin(**t)
-            except (OSError, ValueError, TypeError):
-                self._twins = {}
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+                raise DamagedFile(
+                    path,
+                    f"not the hub's twins: {exc}",
+                    "every twin's desired and reported properties (the manifest's desired properties "
+                    "come back; what was set from the cloud side or reported is lost)",
+                ) from None
 
     def twin(self, identity_id: str) -> Twin:
         twin = self._twins.get(identity_id)

@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data_files import DamagedFile
 from ..routing import Message
 
 DEFAULT_KEEP_COUNT = 100_000
 DEFAULT_KEEP_SECONDS = 7 * 24 * 3600
 _PRUNE_EVERY = 1000
 _RECENT = 10_000
+
+_HOLDS = "the record of what went upstream (monitor, /upstream/messages); nothing still queued"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS upstream (
@@ -69,16 +72,20 @@ class UpstreamCapture:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self.prune()
-            (self._sequence,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM upstream").fetchone()
-            rows = self._db.execute(
-                "SELECT * FROM (SELECT * FROM upstream ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                (self._recent.maxlen,),
-            ).fetchall()
-            self._recent.extend(_record(row) for row in rows)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self.prune()
+                (self._sequence,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM upstream").fetchone()
+                rows = self._db.execute(
+                    "SELECT * FROM (SELECT * FROM upstream ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                    (self._recent.maxlen,),
+                ).fetchall()
+                self._recent.extend(_record(row) for row in rows)
+            except sqlite3.DatabaseError as exc:
+                self._db.close()
+                raise DamagedFile(path, f"not an SQLite database the hub can read: {exc}", _HOLDS) from None
 
     @property
     def last_sequence(self) -> int:

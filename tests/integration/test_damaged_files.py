@@ -1,0 +1,101 @@
+"""Damaged files of the data directory are named, never replaced silently; --reset-damaged moves them
+aside and says what was lost; a data directory the hub cannot write is one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgehub_emu.hub import EdgeHub, HubError
+from edgehub_emu.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXE = str(Path(sys.executable).with_name("edgehub-emu"))
+
+
+def settings(data_dir: Path, **more) -> Settings:
+    return Settings(
+        manifest=ROOT / "config" / "deployment.json",
+        data_dir=data_dir,
+        mqtts_port=0,
+        amqps_port=0,
+        https_port=0,
+        http_port=0,
+        metrics_port=0,
+        **more,
+    )
+
+
+async def _first_run(data_dir: Path) -> str:
+    async with EdgeHub(settings(data_dir)) as hub:
+        hub.patch_desired("filtermodule", {"tempLimit": 77})
+        return hub.connection_string("filtermodule")
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "holds"),
+    [
+        ("identities.json", b'{"keys": ', "the keys of every module"),
+        ("twins.json", b"[1, 2", "every twin's desired and reported properties"),
+        ("upstream.sqlite", b"this is not a database file at all" * 200, "the record of what went upstream"),
+    ],
+)
+async def test_a_damaged_file_stops_the_start_and_names_itself(tmp_path: Path, name, damage, holds):
+    before = await _first_run(tmp_path)
+    for companion in ("-wal", "-shm"):
+        (tmp_path / (name + companion)).unlink(missing_ok=True)
+    (tmp_path / name).write_bytes(damage)
+    with pytest.raises(HubError) as refused:
+        await EdgeHub(settings(tmp_path)).start()
+    said = str(refused.value)
+    assert str(tmp_path / name) in said and "is damaged" in said
+    assert holds in said and "--reset-damaged" in said
+    assert (tmp_path / name).read_bytes() == damage  # left as it was
+    creds = subprocess.run(
+        [
+            EXE,
+            "creds",
+            "filtermodule",
+            "-m",
+            str(ROOT / "config" / "deployment.json"),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if name == "identities.json":  # the CLI reads it too: the same words, no traceback
+        assert creds.returncode == 1 and "is damaged" in creds.stderr and "Traceback" not in creds.stderr
+
+    async with EdgeHub(settings(tmp_path, reset_damaged=True)) as hub:  # a fresh start, asked for
+        kept = hub.connection_string("filtermodule")
+    assert list(tmp_path.glob(f"{name}.corrupt-*"))  # set aside, not deleted
+    if name == "identities.json":
+        assert kept != before  # new keys: what the refusal warned about
+    else:
+        assert kept == before
+
+
+async def test_a_data_directory_the_hub_cannot_write_is_one_clear_line(tmp_path: Path):
+    if os.geteuid() == 0:
+        blocked = tmp_path / "file-not-dir"  # root writes anywhere: use a path that cannot be a directory
+        blocked.write_text("")
+        data_dir = blocked / "data"
+    else:
+        data_dir = tmp_path / "ro"
+        data_dir.mkdir()
+        data_dir.chmod(0o500)
+    done = subprocess.run(
+        [EXE, "run", "-m", str(ROOT / "config" / "deployment.json"), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert f"cannot use the data directory {data_dir}" in said and "Traceback" not in said
