@@ -107,6 +107,11 @@ def keep_alive_timeout(keep_alive: int) -> float:
     return MAX_KEEP_ALIVE_TIMEOUT if keep_alive == 0 or timeout > MAX_KEEP_ALIVE_TIMEOUT else timeout
 
 
+WRITE_LIMIT = 1 << 20
+"""Bytes waiting for a client past which the hub reads nothing more from it until they drain."""
+DRAIN_POLL = 0.05
+
+
 class MqttServer:
     """Sessions by client id, and the protocol factory for listeners."""
 
@@ -154,6 +159,8 @@ class MqttConnection(asyncio.Protocol):
         self._pending: deque[tuple[bytes, bool]] = deque()  # (acknowledgement, waits for the broker)
         self._done = 0  # broker work finished for that many waiting acknowledgements, in order
         self._paused = False
+        self._write_blocked = False  # the client does not read what we write: reading paused
+        self._outbox_bytes = 0  # what ``_outbox`` holds (twin answers and acks; deliveries are windowed)
         self._last_activity = time.monotonic()
         self._keep_alive = MAX_KEEP_ALIVE_TIMEOUT
         self._timer: asyncio.TimerHandle | None = None
@@ -183,7 +190,10 @@ class MqttConnection(asyncio.Protocol):
         """Handle buffered packets until none is complete, the connection closes, or back-pressure
         pauses us (what is left stays buffered until acknowledgements catch up)."""
         next_packet = self.decoder.next_packet
-        while not self.closing and not self._paused:
+        while not self.closing and not self._paused and not self._write_blocked:
+            if self._outbox_bytes > WRITE_LIMIT:  # answers pile up within one read: stop here
+                self._block_for_writes()
+                return
             try:
                 packet = next_packet()
             except UnsupportedProtocolLevel as exc:
@@ -228,11 +238,36 @@ class MqttConnection(asyncio.Protocol):
         except Exception:
             log.exception("error after %s disconnected", session.client_id)
 
-    def pause_writing(self) -> None:  # the client reads slower than we write: nothing to drop
-        pass
+    def pause_writing(self) -> None:
+        self._block_for_writes()
 
     def resume_writing(self) -> None:
-        pass
+        if self._write_blocked:
+            self._check_drained()
+
+    def _block_for_writes(self) -> None:
+        """The client reads slower than we write (twin responses, deliveries piling up): read nothing
+        more from it until what waits for it drains, so that what it asks for cannot grow without
+        bound. (Polled: not every transport tells its protocol when it drains.)"""
+        if self._write_blocked or self.closing:
+            return
+        self._write_blocked = True
+        self.transport.pause_reading()
+        log.info("%s reads slower than the hub writes: not reading it until it catches up", self._who())
+        self._loop.call_later(DRAIN_POLL, self._check_drained)
+
+    def _check_drained(self) -> None:
+        if not self._write_blocked or self.closing or self.transport is None:
+            return
+        if self._outbox:
+            self._flush_writes()
+        if self.transport.get_write_buffer_size() > WRITE_LIMIT // 2:
+            self._loop.call_later(DRAIN_POLL, self._check_drained)
+            return
+        self._write_blocked = False
+        if not self._paused:
+            self.transport.resume_reading()
+            self._process()
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -244,18 +279,23 @@ class MqttConnection(asyncio.Protocol):
         if not self._outbox:
             self._loop.call_soon(self._flush_writes)
         self._outbox.append(data)
+        self._outbox_bytes += len(data)
 
     def _flush_writes(self) -> None:
-        data, self._outbox = b"".join(self._outbox), []
+        data, self._outbox, self._outbox_bytes = b"".join(self._outbox), [], 0
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            if self.transport.get_write_buffer_size() > WRITE_LIMIT:
+                self._block_for_writes()
 
     def send_publish(
         self, topic: str, payload: bytes, qos: int, packet_id: int | None, dup: bool, retain: bool = False
     ) -> None:
         if not self._outbox:  # _write, inlined: this runs for every delivery
             self._loop.call_soon(self._flush_writes)
-        self._outbox.append(publish_bytes(topic, payload, qos, packet_id, dup, retain))
+        packet = publish_bytes(topic, payload, qos, packet_id, dup, retain)
+        self._outbox.append(packet)
+        self._outbox_bytes += len(packet)
 
     def send_packet(self, packet: codec.Packet) -> None:
         self._write(codec.encode(packet))
@@ -438,8 +478,9 @@ class MqttConnection(asyncio.Protocol):
 
         if self._paused and len(pending) < self.server.max_pending:
             self._paused = False
-            self.transport.resume_reading()
-            self._process()
+            if not self._write_blocked:
+                self.transport.resume_reading()
+                self._process()
 
 
 def _log_failure(error: BaseException | None) -> None:
