@@ -354,6 +354,13 @@ def run(
         help="iotedgehubdev's single-module mode: one module 'target' with these inputs (input1,input2), "
         "fed by POST /api/v1/messages; its outputs go to $upstream. No manifest is read.",
     ),
+    max_queued_messages: int | None = typer.Option(
+        None,
+        "--max-queued-messages",
+        min=1,
+        help="Broker mode: QoS 1/2 user-topic messages kept for a subscriber that lags [1000]; QoS 0 ones "
+        "are dropped (counted).",
+    ),
     reset_damaged: bool = typer.Option(
         False,
         "--reset-damaged",
@@ -386,6 +393,7 @@ def run(
         workload_socket=workload_socket,
         workload_port=workload_port,
         delivery_window=delivery_window,
+        max_queued_messages=max_queued_messages,
         store={"sqlite": "durable"}.get(store or "", store),
         upstream=upstream,
         upstream_ca=upstream_ca,

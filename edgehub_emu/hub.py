@@ -279,7 +279,13 @@ class EdgeHub:
         endpoints, the modules' desired properties."""
         s = self.settings
         broker_mode.configure(
-            self.head, self.mqtt, deployment.broker, s.device_id, s.iothub_hostname, self._upstream.bridge_out
+            self.head,
+            self.mqtt,
+            deployment.broker,
+            s.device_id,
+            s.iothub_hostname,
+            self._upstream.bridge_out,
+            s.max_queued_messages,
         )
         self._upstream.configure_bridges(deployment.broker.bridges if deployment.broker is not None else ())
         self.deliveries.follow(r.endpoint for r in self._routes().routes)

@@ -76,6 +76,8 @@ class Settings:
     dev: bool = False
     """Broker mode: anonymous clients may connect on the loopback plain-MQTT listener (local tools)."""
     token_check_interval: float = 300.0
+    max_queued_messages: int = 1000
+    """Broker mode: user-topic QoS 1/2 messages kept for a subscriber that lags (QoS 0 are dropped)."""
     reset_damaged: bool = False
     """A damaged file of the data directory is moved aside (``NAME.corrupt-<time>``) instead of stopping
     the start."""
@@ -184,6 +186,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "dev": ("DEV", _flag),
     "inputs": ("INPUTS", _list),
     "reset_damaged": ("RESET_DAMAGED", _flag),
+    "max_queued_messages": ("MAX_QUEUED_MESSAGES", int),
 }
 """Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""
 

@@ -20,18 +20,23 @@ from ..mqtt.session import Session
 from ..mqtt.topic_trie import valid_filter
 from .config import BrokerConfig
 from .policy import CONNECT, PUBLISH, SUBSCRIBE, AuthorizationPolicy, Client, Decision
-from .user_topics import Stored, UserTopics
+from .user_topics import MAX_QUEUED_MESSAGES, Stored, UserTopics
 
 log = logging.getLogger("edgehub_emu.broker")
 
 
 class BrokerMode:
     def __init__(
-        self, config: BrokerConfig, sessions: Mapping[str, Session], this_device_id: str, hub_hostname: str
+        self,
+        config: BrokerConfig,
+        sessions: Mapping[str, Session],
+        this_device_id: str,
+        hub_hostname: str,
+        max_queued: int = MAX_QUEUED_MESSAGES,
     ) -> None:
         self.policy = AuthorizationPolicy(config.authorizations, this_device_id, hub_hostname)
         self.config = config
-        self.topics = UserTopics(sessions)
+        self.topics = UserTopics(sessions, max_queued)
         self.counters: Counter[str] = Counter()
 
     def reconfigure(self, config: BrokerConfig) -> None:

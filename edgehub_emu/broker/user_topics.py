@@ -43,9 +43,14 @@ def _dollar_safe(topic_filter: str, topic: str) -> bool:
     return not (topic.startswith("$") and topic_filter[:1] in ("+", "#"))
 
 
+MAX_QUEUED_MESSAGES = 1000
+"""User-topic messages (QoS 1 and 2) kept for a subscriber that lags, as mosquitto's default."""
+
+
 class UserTopics:
-    def __init__(self, sessions: Mapping[str, Session]) -> None:
+    def __init__(self, sessions: Mapping[str, Session], max_queued: int = MAX_QUEUED_MESSAGES) -> None:
         self.sessions = sessions
+        self.max_queued = max_queued
         self._trie: TopicTrie[int] = TopicTrie()
         self._filters: dict[str, dict[str, int]] = {}
         self.retained: dict[str, Retained] = {}
@@ -113,7 +118,10 @@ class UserTopics:
             if session is None:
                 continue
             effective = min(qos, granted)
-            if session.connected:
+            if session.connected and session.lagging():  # a subscriber that does not keep up
+                if effective == 0 or session.wait_to_send(topic, payload, effective, self.max_queued):
+                    self.counters["dropped_slow_subscriber"] += 1
+            elif session.connected:
                 self._send(session, topic, payload, effective, retain=False)
             elif not session.clean and effective > 0:
                 if session.queue_offline(topic, payload, effective):

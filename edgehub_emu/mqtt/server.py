@@ -161,6 +161,7 @@ class MqttConnection(asyncio.Protocol):
         self._paused = False
         self._write_blocked = False  # the client does not read what we write: reading paused
         self._outbox_bytes = 0  # what ``_outbox`` holds (twin answers and acks; deliveries are windowed)
+        self._drain_waiters: list[Callable[[], None]] = []
         self._last_activity = time.monotonic()
         self._keep_alive = MAX_KEEP_ALIVE_TIMEOUT
         self._timer: asyncio.TimerHandle | None = None
@@ -244,6 +245,28 @@ class MqttConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._write_blocked:
             self._check_drained()
+
+    def backed_up(self) -> bool:
+        """More than ``WRITE_LIMIT`` bytes wait for this client (it reads slower than it is sent to)."""
+        transport = self.transport
+        return transport is not None and transport.get_write_buffer_size() + self._outbox_bytes > WRITE_LIMIT
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once what waits for the client has drained below the limit."""
+        self._drain_waiters.append(callback)
+        if len(self._drain_waiters) == 1:
+            self._loop.call_later(DRAIN_POLL, self._poll_drained)
+
+    def _poll_drained(self) -> None:
+        if self.closing:
+            self._drain_waiters.clear()
+            return
+        if self.backed_up():
+            self._loop.call_later(DRAIN_POLL, self._poll_drained)
+            return
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for callback in waiters:
+            callback()
 
     def _block_for_writes(self) -> None:
         """The client reads slower than we write (twin responses, deliveries piling up): read nothing

@@ -36,6 +36,10 @@ class Connection(Protocol):
 
     def close(self, reason: str) -> None: ...
 
+    def backed_up(self) -> bool: ...
+
+    def when_drained(self, callback: Callable[[], None]) -> None: ...
+
 
 Settle = Callable[[Any, bool], None]
 """``settle(token, delivered)``: the client acknowledged (True) or the session was discarded first."""
@@ -147,6 +151,7 @@ class Session:
         self.attachment: Any = None  # the broker's state for an authenticated client
         self.awaiting_release: set[int] = set()  # inbound QoS 2: PUBREC sent, waiting for PUBREL
         self.offline: deque[tuple[str, bytes, int]] = deque()
+        self.waiting: deque[tuple[str, bytes, int]] = deque()  # user topics, for a client that lags
         self._next_id = 0
 
     @property
@@ -223,6 +228,29 @@ class Session:
                     entry.topic, entry.payload, entry.qos, packet_id, entry.sent, entry.retain
                 )
             entry.sent = True
+
+    def lagging(self) -> bool:
+        """The client reads slower than it is sent to: user-topic messages wait (or QoS 0 ones drop)."""
+        return bool(self.waiting) or (self.connection is not None and self.connection.backed_up())
+
+    def wait_to_send(self, topic: str, payload: bytes, qos: int, limit: int) -> bool:
+        """Keep a user-topic message until the lagging client catches up; True if the oldest waiting one
+        had to make room (at most ``limit`` wait, as mosquitto's ``max_queued_messages``)."""
+        dropped = len(self.waiting) >= limit
+        if dropped:
+            self.waiting.popleft()
+        if not self.waiting and self.connection is not None:
+            self.connection.when_drained(self._send_waiting)
+        self.waiting.append((topic, payload, qos))
+        return dropped
+
+    def _send_waiting(self) -> None:
+        connection = self.connection
+        while self.waiting and connection is not None and not connection.backed_up():
+            topic, payload, qos = self.waiting.popleft()
+            self.publish(topic, payload, qos)
+        if self.waiting and connection is not None:
+            connection.when_drained(self._send_waiting)
 
     def queue_offline(self, topic: str, payload: bytes, qos: int) -> bool:
         """Keep a user-topic message for a persistent session that is away; True if the oldest had to

@@ -89,3 +89,62 @@ def test_a_module_that_asks_for_its_twin_and_never_reads_is_held_back(tmp_path: 
         greedy.close()
     finally:
         assert hub.stop() == 0
+
+
+def test_a_broker_mode_subscriber_that_never_reads_is_capped(tmp_path: Path):
+    """The broker mode, QoS 0 and QoS 1, 4 KB messages, a subscriber that never reads: QoS 0 is
+    dropped and counted, at most 1,000 QoS 1 wait for it, and the hub's memory stays bounded."""
+    hub = HubProcess(tmp_path, "-m", str(ROOT / "config" / "broker.json"), "--dev", "--mqtt-port", "0")
+    try:
+        port = hub.endpoints["mqtt_port"]
+        before = rss_mb(hub.pid)
+
+        def plain(client_id: str, receive_buffer: int | None = None) -> socket.socket:
+            sock = socket.socket()
+            if receive_buffer is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(encode(Connect(client_id, True, 600, None, None)))
+            sock.settimeout(10)
+            assert sock.recv(4) == b"\x20\x02\x00\x00"
+            return sock
+
+        slow = plain("slow-subscriber", receive_buffer=4096)
+        slow.sendall(encode(Subscribe(1, [("test/#", 1)])))
+        publisher = plain("publisher")
+        body = b"x" * 4096
+        for qos in (0, 1):  # 20,000 of each: 160 MB if they were all kept
+            batch = b"".join(
+                encode(Publish("test/flood", body, qos, packet_id=(i % 60000) + 1 if qos else None))
+                for i in range(1000)
+            )
+            for _ in range(20):
+                publisher.sendall(batch)
+        # the publisher's last acknowledgement, then a sentinel through the hub for another subscriber
+        watcher = plain("watcher")
+        watcher.sendall(encode(Subscribe(2, [("test/sentinel", 0)])))
+        watcher.recv(5)  # SUBACK
+        publisher.sendall(encode(Publish("test/sentinel", b"done", 0)))
+        seen = b""
+        while b"done" not in seen:
+            seen += watcher.recv(65536)
+        after = rss_mb(hub.pid)
+        assert after - before < 64, f"RSS grew by {after - before:.0f} MB for a subscriber that never reads"
+        status = urllib_json(hub, "/status")
+        assert status["broker"]["counters"]["dropped_slow_subscriber"] > 0
+        received = 0  # once it reads, what waited for it (up to 1,000 QoS 1 messages) comes
+        while received < 1000 * 4096:
+            received += len(slow.recv(1 << 20))
+        for sock in (slow, publisher, watcher):
+            sock.close()
+    finally:
+        assert hub.stop() == 0
+
+
+def urllib_json(hub: HubProcess, path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{hub.endpoints['http_port']}{path}", timeout=10
+    ) as response:
+        return json.load(response)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from ...broker import BrokerConfig, BrokerMode, UserTopics
-from ...broker.user_topics import Forward, Listener
+from ...broker.user_topics import MAX_QUEUED_MESSAGES, Forward, Listener
 from ...mqtt.server import MqttServer
 from .head import MqttHead
 
@@ -21,12 +21,13 @@ def configure(
     device_id: str,
     hub_hostname: str,
     forward: Forward,
+    max_queued: int = MAX_QUEUED_MESSAGES,
 ) -> None:
     """Turn the broker mode on (QoS 2 with it), apply new rules to it, or turn it off."""
     if config is None:
         head.broker = None
     elif head.broker is None:
-        head.broker = BrokerMode(config, server.sessions, device_id, hub_hostname)
+        head.broker = BrokerMode(config, server.sessions, device_id, hub_hostname, max_queued)
         head.broker.topics.forward = forward
     else:
         head.broker.reconfigure(config)
