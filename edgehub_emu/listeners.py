@@ -144,7 +144,11 @@ class Listeners:
         self.stack.push_async_callback(close)
 
     async def _runner(self, app: web.Application) -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # keepalive_timeout also ends connections that send no request, or send it byte by byte
+        # (aiohttp times a connection from its start): the hub's HTTP idle time-out.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self.settings.http_idle_timeout
+        )
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
         return runner

@@ -68,6 +68,9 @@ class Settings:
     delivery_retry_first: float = 1.0  # the first pause of edgeHub's endpoint retry back-off (1 s … 60 s)
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
+    http_idle_timeout: float = 60.0
+    """HTTP listeners (API, metrics, HTTPS before a WebSocket upgrade): a connection that sends no
+    complete request for this long, or stays idle between requests, is closed."""
     upstream: str | None = None
     """None: ``$upstream`` goes to the local capture; else ``mqtt://…``, ``mqtts://…`` or ``iothub:…``."""
     upstream_ca: Path | None = None  # the CA that signed the upstream's certificate; None: the system's
@@ -187,6 +190,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "inputs": ("INPUTS", _list),
     "reset_damaged": ("RESET_DAMAGED", _flag),
     "max_queued_messages": ("MAX_QUEUED_MESSAGES", int),
+    "http_idle_timeout": ("HTTP_IDLE_TIMEOUT", float),
 }
 """Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""
 
