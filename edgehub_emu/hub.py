@@ -23,6 +23,7 @@ from .core import MAX_MESSAGE_SIZE, HubCore, MessageRefused, MethodError, Method
 from .data_files import DamagedFile, set_aside
 from .data_lock import DataDirectoryInUse, lock_data_directory
 from .delivery import Deliveries
+from .descriptors import DescriptorWatch, raise_limit
 from .heads.amqp import AmqpHead
 from .heads.mqtt import MqttHead, broker_mode
 from .identity import (
@@ -121,6 +122,7 @@ class EdgeHub:
             modules = ", ".join(deployment.module_names)
             raise HubError(f"local module(s) {', '.join(missing)} not in the deployment (it has: {modules})")
         self.deployment, self.route_table = deployment, compile_routes(deployment, s.device_id)
+        raise_limit()  # of open files: as many connections as the system lets the process have
         data = s.data_dir
         try:
             data.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,7 @@ class EdgeHub:
         stack.push_async_callback(self.amqp.close_all)
         stack.callback(self.core.methods.fail_all, 404, "Client {identity_id} not found: the hub is stopping")
         tasks = [every(s.token_check_interval, self.check_tokens, "checking SAS tokens")]
+        tasks.append(every(2.0, DescriptorWatch().check, "watching open files"))
         tasks.append(every(s.purge_interval, self._purge_expired, "purging expired messages"))
         if s.watch_manifest:
             tasks.append(
