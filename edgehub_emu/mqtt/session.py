@@ -262,7 +262,10 @@ class Session:
         return dropped
 
     def flush_offline(self) -> None:
-        """Send what waited while the client was away, in order."""
+        """Send what waited while the client was away, in order: first what was waiting for it to
+        catch up when it left (its old connection's drain watch went with that connection)."""
+        self.offline.extendleft(reversed(self.waiting))
+        self.waiting.clear()
         while self.offline and self.connection is not None:
             topic, payload, qos = self.offline.popleft()
             self.publish(topic, payload, qos)
