@@ -252,6 +252,9 @@ class EdgeHub:
     def _purge_expired(self) -> None:
         if purged := self.store.purge_expired():
             log.info("dropped %d messages whose time-to-live ran out", purged)
+        self.mqtt.expire_sessions(
+            self.settings.session_expiry, kept=lambda client_id: self.identities.get(client_id) is not None
+        )
 
     # --- wiring ---------------------------------------------------------------------------------------
 

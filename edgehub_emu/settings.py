@@ -68,6 +68,9 @@ class Settings:
     delivery_retry_first: float = 1.0  # the first pause of edgeHub's endpoint retry back-off (1 s … 60 s)
     https_port_fallback: bool = False  # when the default 443 cannot be had (privileges, in use): a free port
     connect_timeout: float = 60.0
+    session_expiry: float = 7 * 24 * 3600.0
+    """A persistent MQTT session of a client that is not an identity of the deployment (broker mode) whose
+    client stays away this long (seconds) is forgotten."""
     http_idle_timeout: float = 60.0
     """HTTP listeners (API, metrics, HTTPS before a WebSocket upgrade): a connection that sends no
     complete request for this long, or stays idle between requests, is closed."""
@@ -191,6 +194,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "reset_damaged": ("RESET_DAMAGED", _flag),
     "max_queued_messages": ("MAX_QUEUED_MESSAGES", int),
     "http_idle_timeout": ("HTTP_IDLE_TIMEOUT", float),
+    "session_expiry": ("SESSION_EXPIRY", float),
 }
 """Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""
 

@@ -137,6 +137,33 @@ class MqttServer:
     def protocol(self, transport_kind: str = "tls") -> MqttConnection:
         return MqttConnection(self, transport_kind)
 
+    def expire_sessions(
+        self, expiry: float, kept: Callable[[str], bool] = lambda _: False, now: float | None = None
+    ) -> list[str]:
+        """Forget persistent sessions whose client has been away longer than ``expiry`` seconds (their
+        subscriptions, and what waited for them), except those ``kept`` (the deployment's identities,
+        which are few and whose SDKs count on their sessions): a client id that never comes back costs
+        nothing for ever. Returns the client ids forgotten."""
+        now = time.monotonic() if now is None else now
+        gone = [
+            client_id
+            for client_id, session in self.sessions.items()
+            if session.connection is None
+            and session.left_at is not None
+            and now - session.left_at > expiry
+            and not kept(client_id)
+        ]
+        for client_id in gone:
+            session = self.sessions.pop(client_id)
+            self.broker.unsubscribe(session, list(session.subscriptions))
+            session.discard("the session expired")
+        stale = [c for c in self.session_store.stale(expiry, now, keep=set(self.sessions)) if not kept(c)]
+        for client_id in [*gone, *stale]:
+            self.session_store.delete(client_id)
+        if gone:
+            log.info("forgot %d persistent session(s) away longer than %g s", len(gone), expiry)
+        return gone
+
     def close_all(self, reason: str = "hub stopping") -> None:
         """Drop every connection at once: a stopping hub does not wait for slow clients' TLS goodbyes."""
         for connection in list(self.connections):
@@ -229,6 +256,7 @@ class MqttConnection(asyncio.Protocol):
         if session is None or session.connection is not self:
             return
         session.connection = None
+        session.left_at = time.monotonic()
         will = None if self.graceful or self.connect_packet is None else self.connect_packet.will
         if session.clean:
             session.discard("connection closed")

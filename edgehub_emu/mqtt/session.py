@@ -152,6 +152,7 @@ class Session:
         self.awaiting_release: set[int] = set()  # inbound QoS 2: PUBREC sent, waiting for PUBREL
         self.offline: deque[tuple[str, bytes, int]] = deque()
         self.waiting: deque[tuple[str, bytes, int]] = deque()  # user topics, for a client that lags
+        self.left_at: float | None = None  # when its client went away (monotonic), for expiry
         self._next_id = 0
 
     @property
@@ -292,6 +293,8 @@ class SessionStore:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._data: dict[str, dict[str, int]] = {}
+        self._started = time.monotonic()
+        self._seen: dict[str, float] = {}
         if path is not None and path.exists():
             try:
                 raw = json.loads(path.read_text(encoding="utf-8"))
@@ -302,10 +305,20 @@ class SessionStore:
     def load(self, client_id: str) -> dict[str, int] | None:
         return self._data.get(client_id)
 
+    def stale(self, expiry: float, now: float, keep: set[str]) -> list[str]:
+        """Stored sessions (outside ``keep``) not seen for ``expiry`` seconds; one stored before this
+        hub started counts as seen at its start."""
+        return [
+            client_id
+            for client_id in self._data
+            if client_id not in keep and now - self._seen.setdefault(client_id, self._started) > expiry
+        ]
+
     def save(self, session: Session) -> None:
         if session.clean:
             return
         self._data[session.client_id] = {f: s.qos for f, s in session.subscriptions.items()}
+        self._seen[session.client_id] = time.monotonic()
         self._flush()
 
     def delete(self, client_id: str) -> None:

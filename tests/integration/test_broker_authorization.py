@@ -146,3 +146,43 @@ async def test_an_anonymous_dev_tool_cannot_take_a_modules_client_id(start_hub: 
     assert await asyncio.to_thread(connack, "edge-device/filtermodule") == 133  # CONNACK 2
     assert await asyncio.to_thread(connack, "my-tool") == 0  # any other id is fine
     assert [m.body for m in hub.hub.queued("filtermodule", "input1")] == [b"for the module"]
+
+
+async def test_persistent_sessions_of_tools_expire_and_the_modules_stay(start_hub, caplog) -> None:
+    """Client ids a tool makes up would add up for ever: their persistent sessions are forgotten after
+    the expiry. A module's (an identity of the deployment) is kept: its SDK counts on it."""
+    caplog.set_level("INFO")
+    hub = await start_hub(
+        broker_manifest(POLICY), mqtt_port=0, dev=True, session_expiry=0.5, purge_interval=0.2
+    )
+
+    def connect(client_id: str) -> tuple[mqtt.Client, list[bool]]:
+        paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
+        present: list[bool] = []
+        paho.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
+        paho.connect("127.0.0.1", hub.hub.endpoints.mqtt_port)
+        for _ in range(50):
+            paho.loop(0.1)
+            if present:
+                break
+        return paho, present
+
+    module = await hub.client("filtermodule", clean=False)  # away first: longer than the tool
+    await module.subscribe("devices/edge-device/modules/filtermodule/#")
+    module.stop()
+    tool, present = await asyncio.to_thread(connect, "tool-1234")
+    tool.subscribe("test/#", 1)
+    await asyncio.to_thread(tool.loop, 0.5)
+    tool.disconnect()
+    async with asyncio.timeout(10):  # the hub's own word that it forgot the tool's session
+        while "forgot 1 persistent session(s)" not in caplog.text:
+            await asyncio.sleep(0.05)
+    again, present = await asyncio.to_thread(connect, "tool-1234")
+    assert present == [False]  # a fresh session: its subscriptions went with the old one
+    again.disconnect()
+    await hub.hub.send_to_input("filtermodule", "input1", HubMessage(body=b"kept"))
+    back = await hub.client("filtermodule", clean=False)  # the module's session is still there
+    assert (await back.next()).payload == b"kept"
+    back.stop()
