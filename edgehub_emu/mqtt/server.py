@@ -271,16 +271,20 @@ class MqttConnection(asyncio.Protocol):
         self._block_for_writes()
 
     def resume_writing(self) -> None:
-        if self._write_blocked:
-            self._check_drained()
+        if self._drain_waiters:
+            self._poll_drained()
 
     def backed_up(self) -> bool:
         """More than ``WRITE_LIMIT`` bytes wait for this client (it reads slower than it is sent to)."""
+        return self._waiting_bytes() > WRITE_LIMIT
+
+    def _waiting_bytes(self) -> int:
         transport = self.transport
-        return transport is not None and transport.get_write_buffer_size() + self._outbox_bytes > WRITE_LIMIT
+        return 0 if transport is None else transport.get_write_buffer_size() + self._outbox_bytes
 
     def when_drained(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once what waits for the client has drained below the limit."""
+        """Call ``callback`` once what waits for the client has drained to half the limit. (Polled: not
+        every transport tells its protocol when it drains.)"""
         self._drain_waiters.append(callback)
         if len(self._drain_waiters) == 1:
             self._loop.call_later(DRAIN_POLL, self._poll_drained)
@@ -289,7 +293,9 @@ class MqttConnection(asyncio.Protocol):
         if self.closing:
             self._drain_waiters.clear()
             return
-        if self.backed_up():
+        if not self._drain_waiters:
+            return
+        if self._waiting_bytes() > WRITE_LIMIT // 2:
             self._loop.call_later(DRAIN_POLL, self._poll_drained)
             return
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -299,24 +305,17 @@ class MqttConnection(asyncio.Protocol):
     def _block_for_writes(self) -> None:
         """The client reads slower than we write (twin responses, deliveries piling up): read nothing
         more from it until what waits for it drains, so that what it asks for cannot grow without
-        bound. (Polled: not every transport tells its protocol when it drains.)"""
+        bound."""
         if self._write_blocked or self.closing:
             return
         self._write_blocked = True
         self.transport.pause_reading()
         log.info("%s reads slower than the hub writes: not reading it until it catches up", self._who())
-        self._loop.call_later(DRAIN_POLL, self._check_drained)
+        self.when_drained(self._unblock_reading)
 
-    def _check_drained(self) -> None:
-        if not self._write_blocked or self.closing or self.transport is None:
-            return
-        if self._outbox:
-            self._flush_writes()
-        if self.transport.get_write_buffer_size() > WRITE_LIMIT // 2:
-            self._loop.call_later(DRAIN_POLL, self._check_drained)
-            return
+    def _unblock_reading(self) -> None:
         self._write_blocked = False
-        if not self._paused:
+        if not self._paused and self.transport is not None:
             self.transport.resume_reading()
             self._process()
 
