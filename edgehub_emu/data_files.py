@@ -14,17 +14,19 @@ from pathlib import Path
 
 
 class DamagedFile(Exception):
-    """``path`` cannot be read as what it should be; ``holds`` says what would be lost without it."""
+    """``path`` cannot be read as what it should be; ``holds`` says what would be lost without it;
+    ``aside`` is what a fresh start moves away (the file, or the directory it only makes sense in)."""
 
-    def __init__(self, path: Path, reason: str, holds: str) -> None:
+    def __init__(self, path: Path, reason: str, holds: str, aside: Path | None = None) -> None:
         super().__init__(f"{path} is damaged ({reason})")
         self.path = path
         self.reason = reason
         self.holds = holds
+        self.aside = aside or path
 
 
 def set_aside(path: Path) -> Path:
-    """Move a damaged file (and its SQLite companions) aside, as ``NAME.corrupt-<UTC time>``."""
+    """Move a damaged file (and its SQLite companions) or directory aside, as ``NAME.corrupt-<UTC time>``."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     path.rename(target)

@@ -142,9 +142,14 @@ class EdgeHub:
                 f"cannot use the data directory {data}: {exc.strerror or exc} ({exc.filename})"
             ) from None
         try:
-            self.store: Store = self._make_store() if self._make_store else open_store(s.store, data)
+            self.store: Store = (
+                self._make_store() if self._make_store else self._data_file(lambda: open_store(s.store, data))
+            )
         except ValueError as exc:
             raise HubError(str(exc)) from None
+        except OSError as exc:
+            reason = f"{exc.strerror or exc} ({exc.filename})"
+            raise HubError(f"cannot open the queues in {data}: {reason}") from None
         stack.callback(self.store.close)
         capture_path = data / "upstream.sqlite" if s.store != "memory" else None
         self.upstream = self._data_file(
@@ -225,7 +230,7 @@ class EdgeHub:
                     f"{damaged}. It holds {damaged.holds}. Repair or remove it, or start with "
                     "--reset-damaged to move it aside and start without it"
                 ) from None
-            moved = set_aside(damaged.path)
+            moved = set_aside(damaged.aside)
             log.warning("%s: moved aside as %s; lost: %s", damaged, moved.name, damaged.holds)
             return open_it()
 

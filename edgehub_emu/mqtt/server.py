@@ -507,7 +507,8 @@ class MqttConnection(asyncio.Protocol):
         if self.closing:
             return
         if error is not None:
-            log.warning("could not store a message from %s: %s", self._who(), error)
+            # (the store said why, once, at ERROR: this is the consequence, per publisher)
+            log.info("could not store a message from %s: %s", self._who(), error)
             self._pending.clear()
             if self.session is not None:  # QoS 2 ones not acknowledged: process them when resent
                 self.session.awaiting_release.clear()

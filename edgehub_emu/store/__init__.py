@@ -35,5 +35,9 @@ def open_store(kind: str, data_dir: Path) -> Store:
     store = LogStore(data_dir / "queue")
     old = data_dir / "store.sqlite"
     if old.is_file():
-        migrate_sqlite(old, store)
+        try:
+            migrate_sqlite(old, store)
+        except BaseException:
+            store.close()
+            raise
     return store

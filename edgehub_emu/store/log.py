@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from zlib import crc32
 
+from ..data_files import DamagedFile
 from ..routing import Message, RoutedEndpoint
 from .base import Entry, Lane, Lanes, QueueInfo, Stored, StoreError, earliest
 
@@ -188,26 +190,30 @@ class LogStore:
         self._failing = False
         self._closed = False
         self._next_sequence = 1
-        self._open()
         self._syncer = _Syncer()
         self._syncer.start()
+        try:
+            self._open()
+        except BaseException:
+            self._syncer.stop()
+            for segment in self._segments.values():
+                os.close(segment.fd)
+            raise
         self._tick = self._loop.call_later(CHECKPOINT_INTERVAL, self._on_tick)
         self._last_fsync = time.monotonic()
 
     # --- opening ----------------------------------------------------------------------------------
 
     def _open(self) -> None:
-        lanes = _read_json(self.directory / "lanes.json", {"lanes": []})["lanes"]
-        for key, (endpoint_id, priority) in enumerate(lanes):
+        for key, (endpoint_id, priority) in enumerate(_read_lanes(self.directory)):
             lane = self._lanes.lane(endpoint_id, priority, key)
             self._by_key[key] = lane
-        checkpoints = {int(k): v for k, v in _read_json(self.directory / "checkpoints.json", {}).items()}
+        checkpoints = _read_checkpoints(self.directory)
         numbers = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
         for position, number in enumerate(numbers):
             segment = _Segment(self.directory, number)
             self._segments[number] = segment
-            if segment.index_path.exists():
-                self._load_index(segment)
+            if segment.index_path.exists() and self._load_index(segment):
                 segment.sealed = True
             else:
                 last = position == len(numbers) - 1
@@ -234,28 +240,37 @@ class LogStore:
                 lane.last_sequence = max(lane.last_sequence, index.sequences[-1])
         self._delete_done_segments()
 
-    def _load_index(self, segment: _Segment) -> None:
-        with open(segment.index_path, "rb") as f:
-            data = pickle.load(f)
-        segment.lanes = {key: _LaneIndex.load(value) for key, value in data.items()}
+    def _load_index(self, segment: _Segment) -> bool:
+        """A sealed segment's index; a damaged one is only a copy of what the segment holds, so the
+        segment is read again instead (False), and the log says so."""
+        try:
+            segment.lanes = _read_index(segment.index_path)
+        except Exception as exc:  # whatever unpickling a damaged file raises
+            log.warning("%s is damaged (%s): rebuilt from its segment", segment.index_path, exc)
+            segment.lanes = {}
+            return False
+        return True
 
     def _scan(self, segment: _Segment, truncate: bool) -> None:
-        """Read a segment that has no index (the one that was being written): every whole record; a torn
-        tail (a crash in the middle of a write) is cut off, and the log says how much."""
+        """Read a segment that has no index (the one that was being written, or one whose index was
+        damaged): every whole record. A record cut short at the end (a crash in the middle of a write,
+        never acknowledged) is cut off. A damaged record is skipped, the records after it are kept, and
+        the log says which messages could not be read."""
         with open(segment.path, "rb") as f:
             data = f.read()
-        offset = _index_records(data, segment.lanes)
-        if offset < len(data):
-            lost = len(data) - offset
+        scan = _index_records(data, segment.lanes)
+        for damage in scan.damaged:
+            log.error("%s: %s", segment.path, damage)
+        if scan.end < len(data):
             log.warning(
                 "%s: %d bytes at its end are not a whole record (a write cut short by a crash): dropped; "
                 "they were never acknowledged",
                 segment.path,
-                lost,
+                len(data) - scan.end,
             )
             if truncate:
-                os.ftruncate(segment.fd, offset)
-                segment.size = offset
+                os.ftruncate(segment.fd, scan.end)
+                segment.size = scan.end
 
     # --- group commit -----------------------------------------------------------------------------
 
@@ -263,12 +278,10 @@ class LogStore:
         lane = self._lanes.find(endpoint_id, priority)
         if lane is None:  # a new lane: numbered, and the number written down before any record uses it
             key = len(self._by_key)
+            known = [[self._by_key[k].endpoint_id, self._by_key[k].priority] for k in self._by_key]
+            _write_json(self.directory / "lanes.json", {"lanes": [*known, [endpoint_id, priority]]})
             lane = self._lanes.lane(endpoint_id, priority, key)
             self._by_key[key] = lane
-            _write_json(
-                self.directory / "lanes.json",
-                {"lanes": [[self._by_key[k].endpoint_id, self._by_key[k].priority] for k in self._by_key]},
-            )
         return lane
 
     def add(self, message: Message, copies: Sequence[RoutedEndpoint], stored: Stored) -> bool:
@@ -281,7 +294,16 @@ class LogStore:
         placed = []
         keyed = []
         for c in copies:
-            lane = lanes.get((c.endpoint.id, c.priority)) or self._lane(c.endpoint.id, c.priority)
+            lane = lanes.get((c.endpoint.id, c.priority))
+            if lane is None:
+                try:
+                    lane = self._lane(c.endpoint.id, c.priority)
+                except OSError as exc:  # (disk full): refused like a failed commit, said once
+                    self._failed(exc, self.directory / "lanes.json")
+                    self._loop.call_soon(
+                        stored, StoreError(f"the message could not be stored: {_reason(exc)}")
+                    )
+                    return False
             expiry = now + c.time_to_live_secs
             placed.append((lane, expiry, c.route))
             keyed.append((lane.key, expiry, c.route))
@@ -333,9 +355,7 @@ class LogStore:
         except OSError as exc:
             self._refuse(segment, start, exc, callbacks)
             return
-        if self._failing:
-            self._failing = False
-            log.warning("the store writes again")
+        self._writes_again()
         self._unsynced = True
         touched: dict[str, None] = {}
         for position, (sequence, message, placed) in enumerate(adds):
@@ -364,7 +384,10 @@ class LogStore:
         for endpoint_id in touched:
             self.ready(endpoint_id)
         if segment.size >= self.segment_bytes:
-            self._roll(segment)
+            try:
+                self._roll(segment)
+            except OSError as exc:  # the segment stays the active one; rolled at a later commit
+                self._failed(exc, self.directory)
 
     def _refuse(self, segment: _Segment, start: int, exc: OSError, callbacks: list[Stored]) -> None:
         """A write failed (disk full, an I/O error): cut what was half written, refuse these messages
@@ -372,23 +395,34 @@ class LogStore:
         with contextlib.suppress(OSError):
             os.ftruncate(segment.fd, start)
         segment.size = start
-        if not self._failing:
-            self._failing = True
-            reason = "disk full" if exc.errno == 28 else (exc.strerror or str(exc))
-            log.error(
-                "the store cannot write to %s (%s): messages are refused until it can", segment.path, reason
-            )
-        error = StoreError(f"the message could not be stored: {exc.strerror or exc}")
+        self._failed(exc, segment.path)
+        error = StoreError(f"the message could not be stored: {_reason(exc)}")
         for stored in callbacks:
             stored(error)
+
+    def _failed(self, exc: OSError, path: Path) -> None:
+        """Say once (until a write works again) that the store cannot write, and why."""
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "the store cannot write to %s (%s): messages are refused until it can", path, _reason(exc)
+            )
+
+    def _writes_again(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("the store writes again")
 
     def _active(self) -> _Segment:
         return self._segments[max(self._segments)]
 
     def _roll(self, segment: _Segment) -> None:
-        self._seal(segment)
+        """Start the next segment, then seal this one. In that order: a segment left unsealed (its index
+        could not be written) is read again at the next start, while a sealed one that was still written
+        to would hide its last records behind its index."""
         number = segment.number + 1
         self._segments[number] = _Segment(self.directory, number)
+        self._seal(segment)
 
     def _seal(self, segment: _Segment) -> None:
         tmp = segment.index_path.with_suffix(".tmp")
@@ -408,12 +442,10 @@ class LogStore:
         for lane in lanes:
             ready = lane.ready
             while True:
-                if not ready:
-                    if lane.spill is None:
-                        break
+                while not ready and lane.spill is not None:  # (a page can be all damaged records)
                     self._page_in(lane)
-                    if not ready:
-                        break
+                if not ready:
+                    break
                 entry = ready.popleft()
                 if entry.expires_at <= now:
                     lane.count -= 1
@@ -463,10 +495,14 @@ class LogStore:
         for i in range(start, end):
             offset = index.offsets[i]
             if offset != decoded_at:
-                raw = os.pread(segment.fd, index.lengths[i], offset)
-                decoded = {m[0]: m for m in pickle.loads(raw[_HEADER.size :])}
+                decoded = self._read_record(segment, offset, index.lengths[i])
                 decoded_at = offset
-            sequence, enqueued, copies, body, properties, system_properties = decoded[index.sequences[i]]
+            found = decoded.get(index.sequences[i])
+            if found is None:  # in a record damaged since it was written
+                lane.count -= 1
+                self._checkpoints_dirty = True
+                continue
+            sequence, enqueued, copies, body, properties, system_properties = found
             route = next((r for key, _, r in copies if key == lane.key), "")
             message = Message(
                 body=body, properties=properties, system_properties=system_properties, enqueued_time=enqueued
@@ -475,6 +511,20 @@ class LogStore:
                 Entry(sequence, lane.endpoint_id, lane.priority, message, index.expiries[i], route, lane)
             )
         return out
+
+    def _read_record(self, segment: _Segment, offset: int, length: int) -> dict[int, tuple[Any, ...]]:
+        """The messages of one record by sequence; none (and one error line) if it was damaged on disk
+        after it was written."""
+        raw = os.pread(segment.fd, length, offset)
+        records = _record_at(raw, 0)
+        if records is None:
+            log.error(
+                "%s: the record at byte %d is damaged: its messages are lost",
+                segment.path,
+                offset,
+            )
+            return {}
+        return {m[0]: m for m in records}
 
     def ack(self, entry: Entry) -> None:
         lane = entry.lane
@@ -624,8 +674,9 @@ class LogStore:
                 self._unsynced = False
                 self._last_fsync = time.monotonic()
                 self._syncer.sync(self._active().fd)
-        except OSError as exc:
-            log.error("the store could not save its checkpoints: %s", exc)
+        except OSError as exc:  # (disk full): tried again at the next tick; a few more may come again
+            self._checkpoints_dirty = True
+            self._failed(exc, self.directory / "checkpoints.json")
         self._tick = self._loop.call_later(CHECKPOINT_INTERVAL, self._on_tick)
 
     def _write_checkpoints(self) -> None:
@@ -672,6 +723,10 @@ class LogStore:
         self._segments.clear()
 
 
+def _reason(exc: OSError) -> str:
+    return "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -679,11 +734,49 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _read_json(path: Path, default: Any) -> Any:
+def _read_json(path: Path, default: Any, shape: type, holds: str, aside: Path | None = None) -> Any:
+    """A JSON file of the log, or ``default`` when there is none; one that cannot be read as ``shape`` is
+    a ``DamagedFile`` (``aside`` is what a fresh start moves away: the file, or the whole log)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedFile(path, f"not JSON: {exc}", holds, aside) from None
+    if not isinstance(value, shape):
+        raise DamagedFile(path, f"not a JSON {shape.__name__}", holds, aside)
+    return value
+
+
+def _read_lanes(directory: Path) -> list[tuple[str, int]]:
+    """``lanes.json``: which endpoint and priority each lane number of the records stands for. Without
+    it no record can be placed, so a fresh start sets the whole log aside."""
+    path = directory / "lanes.json"
+    holds = "which queue each waiting message belongs to (a fresh start sets every queued message aside)"
+    lanes = _read_json(path, {"lanes": []}, dict, holds, directory).get("lanes")
+    if not isinstance(lanes, list) or not all(
+        isinstance(lane, list) and len(lane) == 2 and isinstance(lane[0], str) and isinstance(lane[1], int)
+        for lane in lanes
+    ):
+        raise DamagedFile(path, "its lanes are not [endpoint, priority] pairs", holds, directory)
+    return [(endpoint_id, priority) for endpoint_id, priority in lanes]
+
+
+def _read_checkpoints(directory: Path) -> dict[int, int]:
+    """``checkpoints.json``: how far each lane was delivered. A fresh start without it delivers what
+    is still in the log again (at-least-once: duplicates, nothing lost)."""
+    path = directory / "checkpoints.json"
+    holds = "how far each queue was delivered (without it, what is still in the log is delivered again)"
+    raw = _read_json(path, {}, dict, holds)
+    try:
+        return {int(k): int(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise DamagedFile(path, "its checkpoints are not numbers", holds) from None
+
+
+def _read_index(path: Path) -> dict[int, _LaneIndex]:
+    with open(path, "rb") as f:
+        return {key: _LaneIndex.load(value) for key, value in pickle.load(f).items()}
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -696,15 +789,13 @@ def read_queues(directory: Path, now: float | None = None) -> list[QueueInfo]:
     """What waits in the log at ``directory``, read without changing anything (``edgehub-emu status``
     with no hub running): per lane, the entries not yet done and not expired, and the next expiry."""
     current = time.time() if now is None else now
-    lanes = _read_json(directory / "lanes.json", {"lanes": []})["lanes"]
-    checkpoints = {int(k): v for k, v in _read_json(directory / "checkpoints.json", {}).items()}
+    lanes = _read_lanes(directory)
+    checkpoints = _read_checkpoints(directory)
     waiting: dict[int, list[float]] = {}
     for path in sorted(directory.glob("*.log")):
-        index_path = path.with_suffix(".idx")
-        if index_path.exists():
-            with open(index_path, "rb") as f:
-                indexes = {key: _LaneIndex.load(value) for key, value in pickle.load(f).items()}
-        else:
+        try:
+            indexes = _read_index(path.with_suffix(".idx"))
+        except Exception:  # none (the segment being written), or damaged: read the segment itself
             indexes = _scan_read_only(path)
         for key, index in indexes.items():
             start = bisect_right(index.sequences, checkpoints.get(key, 0))
@@ -722,16 +813,85 @@ def _scan_read_only(path: Path) -> dict[int, _LaneIndex]:
     return indexes
 
 
-def _index_records(data: bytes, indexes: dict[int, _LaneIndex]) -> int:
-    """Index every whole record of a segment's bytes, per lane; returns where the whole records end."""
+class _Scan:
+    """What reading a segment's records found: where the whole records end, and the damage skipped."""
+
+    __slots__ = ("damaged", "end")
+
+    def __init__(self) -> None:
+        self.end = 0
+        self.damaged: list[str] = []
+
+
+def _record_at(data: bytes, offset: int) -> list[tuple[Any, ...]] | None:
+    """The messages of the record at ``offset``, or None if no whole, intact record starts there."""
+    if offset + _HEADER.size > len(data):
+        return None
+    length, checksum = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    if start + length > len(data) or data[start : start + 1] != b"\x80":  # (a pickle starts so)
+        return None
+    payload = data[start : start + length]
+    if crc32(payload) != checksum:
+        return None
+    try:
+        records: list[tuple[Any, ...]] = pickle.loads(payload)
+    except Exception:
+        return None
+    return records
+
+
+def _next_intact(data: bytes, after: int) -> int | None:
+    """Where the next intact record after ``after`` starts: a pickle's first byte behind a header whose
+    length fits and whose CRC matches (a false match is all but impossible)."""
+    mark = data.find(b"\x80", after + 1 + _HEADER.size)
+    while mark != -1:
+        if _record_at(data, mark - _HEADER.size) is not None:
+            return mark - _HEADER.size
+        mark = data.find(b"\x80", mark + 1)
+    return None
+
+
+def _index_records(data: bytes, indexes: dict[int, _LaneIndex]) -> _Scan:
+    """Index every whole record of a segment's bytes, per lane.
+
+    A damaged record is skipped and the records after it are kept; the damage is described by the
+    sequence numbers missing between the intact records either side. A record cut short at the very
+    end (a write the crash interrupted: never acknowledged) is left out of ``end``."""
+    scan = _Scan()
     offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, checksum = _HEADER.unpack_from(data, offset)
-        payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
-        if len(payload) < length or crc32(payload) != checksum:
+    last = 0  # the sequence of the last message read
+    while offset < len(data):
+        records = _record_at(data, offset)
+        if records is not None:
+            length = _HEADER.size + _HEADER.unpack_from(data, offset)[0]
+            for sequence, _, copies, *_ in records:
+                for key, expiry, _route in copies:
+                    indexes.setdefault(key, _LaneIndex()).append(sequence, offset, length, expiry)
+                last = sequence
+            offset += length
+            scan.end = offset
+            continue
+        following = _next_intact(data, offset)
+        if following is None:
+            complete = offset + _HEADER.size <= len(data) and (
+                offset + _HEADER.size + _HEADER.unpack_from(data, offset)[0] == len(data)
+            )
+            if complete:  # whole, but not intact: damage, not an interrupted write
+                scan.damaged.append(
+                    f"its last record (bytes {offset}-{len(data)}) is damaged and was dropped: the messages "
+                    f"it held{f' (after sequence {last})' if last else ''} are lost if they were not yet "
+                    "delivered"
+                )
+                scan.end = len(data)
             break
-        for sequence, _, copies, *_ in pickle.loads(payload):
-            for key, expiry, _route in copies:
-                indexes.setdefault(key, _LaneIndex()).append(sequence, offset, _HEADER.size + length, expiry)
-        offset += _HEADER.size + length
-    return offset
+        upto = _record_at(data, following)[0][0]  # type: ignore[index]
+        held = f"sequence {last + 1}-{upto - 1}, {upto - 1 - last} message(s)"
+        if not last:
+            held = f"the ones before sequence {upto}"
+        scan.damaged.append(
+            f"bytes {offset}-{following} are damaged and were skipped; the messages they held ({held}) are "
+            "lost if they were not yet delivered"
+        )
+        offset = following
+    return scan

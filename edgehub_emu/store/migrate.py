@@ -12,8 +12,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from ..data_files import DamagedFile
 from ..routing import Message, RoutedEndpoint, endpoint_from_id
-from .base import StoreError
 from .log import LogStore
 
 log = logging.getLogger("edgehub_emu.store")
@@ -34,9 +34,10 @@ def migrate_sqlite(path: Path, store: LogStore) -> int:
         ).fetchall()
         db.close()
     except sqlite3.Error as exc:
-        raise StoreError(
-            f"{path} is a store of an earlier edgehub-emu that cannot be read ({exc}); move it aside to "
-            "start with empty queues"
+        raise DamagedFile(
+            path,
+            f"a store of an earlier edgehub-emu that cannot be read: {exc}",
+            "the messages that were queued when that version stopped",
         ) from None
     now = store.clock()
     moved = expired = 0

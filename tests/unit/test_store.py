@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edgehub_emu.data_files import DamagedFile
 from edgehub_emu.routing import Message, ModuleEndpoint, RoutedEndpoint, UpstreamEndpoint
 from edgehub_emu.store import LogStore, MemoryStore, StoreError, open_store
 from edgehub_emu.store import log as log_store
@@ -239,6 +240,111 @@ async def test_a_write_cut_short_by_a_crash_is_dropped_and_the_rest_kept(tmp_pat
     third = LogStore(tmp_path)
     assert drain(third) == [b"m3"]
     third.close()
+
+
+def flip(path: Path, at: int) -> None:
+    """Damage one byte of a file on disk, as a failing disk would."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+async def test_a_damaged_record_is_skipped_named_and_counted_and_the_rest_kept(tmp_path: Path, caplog):
+    store = LogStore(tmp_path)
+    for i in range(10):
+        await put(store, f"m{i}".encode())  # one commit each: ten records
+    store.close()
+    (segment,) = tmp_path.glob("*.log")
+    flip(segment, segment.stat().st_size // 2)  # inside the record of m4 or m5
+    again = LogStore(tmp_path)
+    kept = drain(again)
+    again.close()
+    assert len(kept) == 9 and kept == [f"m{i}".encode() for i in range(10) if f"m{i}".encode() in kept]
+    (line,) = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert line.levelname == "ERROR" and str(segment) in line.getMessage()
+    assert "1 message(s)" in line.getMessage() and "lost if they were not yet delivered" in line.getMessage()
+    assert "never acknowledged" not in caplog.text  # not mistaken for a write cut short
+
+
+async def test_a_damaged_last_record_is_damage_not_a_write_cut_short(tmp_path: Path, caplog):
+    store = LogStore(tmp_path)
+    for i in range(3):
+        await put(store, f"m{i}".encode())
+    store.close()
+    (segment,) = tmp_path.glob("*.log")
+    flip(segment, segment.stat().st_size - 2)
+    again = LogStore(tmp_path)
+    assert drain(again) == [b"m0", b"m1"]
+    await put(again, b"m3")
+    again.close()
+    assert "its last record" in caplog.text and "after sequence 2" in caplog.text
+    third = LogStore(tmp_path)
+    assert drain(third) == [b"m3"]
+    third.close()
+
+
+async def test_a_damaged_index_is_rebuilt_from_its_segment_with_nothing_lost(tmp_path: Path, caplog):
+    store = LogStore(tmp_path, segment_bytes=4096)
+    for i in range(200):
+        await put(store, f"{i:050d}".encode())
+    store.close()
+    indexes = sorted(tmp_path.glob("*.idx"))
+    assert len(indexes) > 2
+    indexes[1].write_bytes(b"\x80\x05garbage")
+    again = LogStore(tmp_path, segment_bytes=4096)
+    assert drain(again) == [f"{i:050d}".encode() for i in range(200)]
+    again.close()
+    assert f"{indexes[1]} is damaged" in caplog.text and "rebuilt from its segment" in caplog.text
+
+
+async def test_a_record_damaged_after_its_segment_was_sealed_is_skipped_when_read(tmp_path: Path, caplog):
+    store = LogStore(tmp_path, segment_bytes=4096)
+    for i in range(200):
+        await put(store, f"{i:050d}".encode())
+    store.close()
+    first = sorted(tmp_path.glob("*.log"))[0]
+    flip(first, 100)  # the index still points at it: found damaged only when read
+    again = LogStore(tmp_path, segment_bytes=4096)
+    kept = drain(again)
+    assert len(kept) == 199 and kept[-1] == f"{199:050d}".encode()
+    assert again.depth(A.id) == {}
+    again.close()
+    assert "the record at byte" in caplog.text and "its messages are lost" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "holds"),
+    [
+        ("lanes.json", '{"lanes": [', "which queue each waiting message belongs to"),
+        ("lanes.json", '{"lanes": [[1, 2, 3]]}', "which queue each waiting message belongs to"),
+        ("checkpoints.json", "[1, 2]", "how far each queue was delivered"),
+        ("checkpoints.json", "", "how far each queue was delivered"),
+    ],
+)
+async def test_a_damaged_json_file_of_the_log_is_named_with_what_it_holds(tmp_path, name, damage, holds):
+    store = LogStore(tmp_path)
+    await put(store, b"m0")
+    store.close()
+    (tmp_path / name).write_text(damage)
+    with pytest.raises(DamagedFile) as refused:
+        LogStore(tmp_path)
+    assert refused.value.path == tmp_path / name and holds in refused.value.holds
+    # a fresh start moves the whole log aside when its lanes are lost, only the checkpoints otherwise
+    assert refused.value.aside == (tmp_path if name == "lanes.json" else tmp_path / name)
+    with pytest.raises(DamagedFile):  # so does `status` with no hub running, which reads the same files
+        log_store.read_queues(tmp_path)
+
+
+async def test_a_damaged_store_of_the_earlier_format_is_named_not_dropped(tmp_path: Path):
+    old = tmp_path / "store.sqlite"
+    for damage in (b"", b"SQLite format 3\x00" + b"\x13" * 600):  # truncated to nothing; garbage
+        old.write_bytes(damage)
+        with pytest.raises(DamagedFile) as refused:
+            open_store("durable", tmp_path)
+        assert refused.value.path == old and "earlier edgehub-emu" in str(refused.value)
+        assert old.read_bytes() == damage  # left as it was for the user to decide
+    again = LogStore(tmp_path / "queue")  # the log opened for the migration was closed again
+    again.close()
 
 
 async def test_a_store_failure_refuses_the_message(tmp_path: Path):
