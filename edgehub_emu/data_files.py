@@ -9,8 +9,16 @@ side. So the hub refuses to start and names the file, what it holds and what the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import json
+import logging
+import os
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("edgehub_emu.data")
 
 
 class DamagedFile(Exception):
@@ -35,3 +43,40 @@ def set_aside(path: Path) -> Path:
         if companion.exists():
             companion.rename(target.with_name(target.name + suffix))
     return target
+
+
+class JsonFile:
+    """A JSON file of the data directory, written whole (a temporary file, then a rename) at each change.
+
+    A write that fails (disk full, a read-only file system) does not fail the change: the owner keeps
+    its state in memory, the failure is said once (until a write works again), and the next change
+    writes the whole state, so the file catches up as soon as it can be written."""
+
+    def __init__(self, path: Path, holds: str) -> None:
+        self.path = path
+        self.holds = holds
+        self._failing = False
+
+    def write(self, value: Any) -> bool:
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(value), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+                log.error(
+                    "cannot save %s (%s): %s are kept in memory and saved at the next change",
+                    self.path,
+                    reason,
+                    self.holds,
+                )
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("%s is saved again", self.path)
+        return True

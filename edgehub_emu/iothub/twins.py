@@ -13,14 +13,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data_files import DamagedFile
+from ..data_files import DamagedFile, JsonFile
 
 MAX_DEPTH = 10
 MAX_NAME_BYTES = 1024
@@ -168,6 +167,7 @@ class TwinStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
+        self._file = JsonFile(path, "the twins") if path is not None else None
         self._lock = threading.Lock()
         self._twins: dict[str, Twin] = {}
         if path is not None and path.exists():
@@ -225,10 +225,5 @@ class TwinStore:
             return twin.reported_version
 
     def _save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {ident: t.__dict__ for ident, t in self._twins.items()}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.path)
+        if self._file is not None:
+            self._file.write({ident: t.__dict__ for ident, t in self._twins.items()})

@@ -11,7 +11,6 @@ in the session (``queue_offline``), as in any MQTT broker.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..data_files import JsonFile
 from . import codec
 from .topic_trie import TopicTrie
 
@@ -292,6 +292,7 @@ class SessionStore:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._file = JsonFile(path, "the persistent sessions' subscriptions") if path is not None else None
         self._data: dict[str, dict[str, int]] = {}
         self._started = time.monotonic()
         self._seen: dict[str, float] = {}
@@ -326,9 +327,5 @@ class SessionStore:
             self._flush()
 
     def _flush(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data), encoding="utf-8")
-        os.replace(tmp, self.path)
+        if self._file is not None:
+            self._file.write(self._data)

@@ -135,3 +135,29 @@ async def test_a_full_disk_is_said_once_refuses_what_it_cannot_store_and_recover
     assert "lanes.json" in full[0] and "00000001.log" in full[1]
     assert log.count("the store writes again") == 2
     assert "Traceback" not in log
+
+
+async def report(hub: HubOnSmallDisk, patch: dict) -> str:
+    """A reported-properties patch from filtermodule; the twin response's topic."""
+    module = await hub.client("filtermodule")
+    await module.subscribe("$iothub/twin/res/#")
+    module.paho.publish("$iothub/twin/PATCH/properties/reported/?$rid=7", json.dumps(patch), qos=0)
+    answer = (await module.next()).topic
+    module.stop()
+    return answer
+
+
+async def test_twins_are_kept_in_memory_while_the_disk_is_full_and_saved_once_it_is_not(tmp_path: Path):
+    hub = HubOnSmallDisk(tmp_path / "data")
+    try:
+        hub.fill()
+        assert (await report(hub, {"during": 1})).startswith("$iothub/twin/res/204/")
+        assert (await report(hub, {"during": 2})).startswith("$iothub/twin/res/204/")
+        hub.free()
+        assert (await report(hub, {"after": 3})).startswith("$iothub/twin/res/204/")
+        saved = json.loads((hub.inside / "twins.json").read_text())
+        assert saved[f"{DEVICE}/filtermodule"]["reported"] == {"during": 2, "after": 3}
+    finally:
+        log = hub.stop()
+    assert len([line for line in log.splitlines() if "twins.json (disk full)" in line]) == 1, log
+    assert "twins.json is saved again" in log and "Traceback" not in log
