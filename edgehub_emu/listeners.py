@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .api import Apps, websocket_handler
+from .api import Apps, server_options, websocket_handler
 from .heads.amqp import AmqpHead
 from .mqtt.server import MqttServer
 from .settings import Settings, is_loopback
@@ -144,11 +144,7 @@ class Listeners:
         self.stack.push_async_callback(close)
 
     async def _runner(self, app: web.Application) -> web.AppRunner:
-        # keepalive_timeout also ends connections that send no request, or send it byte by byte
-        # (aiohttp times a connection from its start): the hub's HTTP idle time-out.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=self.settings.http_idle_timeout
-        )
+        runner = web.AppRunner(app, **server_options(self.settings.http_idle_timeout))
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
         return runner

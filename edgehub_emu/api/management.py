@@ -31,6 +31,7 @@ from ..metrics import render
 from ..routing import Message
 from ..settings import is_loopback
 from ..snapshot import HubSnapshot
+from .http_server import size_refusal
 from .openapi import OPENAPI
 
 log = logging.getLogger("edgehub_emu.api")
@@ -96,6 +97,10 @@ async def errors_and_auth(
     refused = _refusal(request)
     if refused is not None:
         return refused
+    too_long = size_refusal(request)
+    if too_long is not None:
+        log.info("refused a request to %s: %s", request.path[:100], too_long[2])
+        return error(*too_long)
     token = request.app[TOKEN]
     if token is not None:
         given = request.headers.get("Authorization", "")

@@ -336,3 +336,47 @@ async def test_metrics_after_known_traffic(start_hub):
     assert 'quantile="0.99"' in text
     module.stop()
     sensor.stop()
+
+
+async def _raw_http(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()  # the hub closes after a refusal
+    writer.close()
+    return answer
+
+
+async def test_oversized_and_malformed_requests_get_a_4xx_and_one_line_never_a_traceback(start_hub, caplog):
+    caplog.set_level("INFO")
+    hub = await start_hub()
+    port = hub.hub.endpoints.http_port
+    host = b"Host: 127.0.0.1\r\nConnection: close\r\n"
+    long_url = await _raw_http(
+        port, b"GET /status?" + b"a" * 10_000 + b" HTTP/1.1\r\n" + host + b"\r\n"
+    )
+    head, body = long_url.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 414") and b"application/json" in head
+    assert json.loads(body)["error"]["message"] == "the URL is longer than 8192 characters"
+    big_header = await _raw_http(
+        port, b"GET /status HTTP/1.1\r\n" + host + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    )
+    head, body = big_header.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 431") and "'X-Big'" in json.loads(body)["error"]["message"]
+    malformed = [
+        b"BLAH\r\n\r\n",
+        b"GET /status HTTP/1.1\r\n"
+        + host
+        + b"".join(b"X-%d: a\r\n" % i for i in range(500))
+        + b"\r\n",
+        b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\n\r\n",  # past even the parser's limits
+        b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+    ]
+    for request in malformed:
+        assert (await _raw_http(port, request)).startswith(b"HTTP/1.0 400")
+    async with aiohttp.ClientSession() as http:  # and the API serves on
+        async with http.get(f"{api(hub)}/status") as response:
+            assert response.status == 200
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()], caplog.text
+    # one line each (a first request that is not HTTP at all is aiohttp's debug line: port scanners)
+    assert len([r for r in caplog.records if "refused a malformed HTTP request" in r.getMessage()]) == 3
