@@ -374,9 +374,8 @@ async def test_oversized_and_malformed_requests_get_a_4xx_and_one_line_never_a_t
     ]
     for request in malformed:
         assert (await _raw_http(port, request)).startswith(b"HTTP/1.0 400")
-    async with aiohttp.ClientSession() as http:  # and the API serves on
-        async with http.get(f"{api(hub)}/status") as response:
-            assert response.status == 200
+    async with aiohttp.ClientSession() as http, http.get(f"{api(hub)}/status") as response:
+        assert response.status == 200  # and the API serves on
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()], caplog.text
     # one line each (a first request that is not HTTP at all is aiohttp's debug line: port scanners)
     assert len([r for r in caplog.records if "refused a malformed HTTP request" in r.getMessage()]) == 3
