@@ -352,9 +352,7 @@ async def test_oversized_and_malformed_requests_get_a_4xx_and_one_line_never_a_t
     hub = await start_hub()
     port = hub.hub.endpoints.http_port
     host = b"Host: 127.0.0.1\r\nConnection: close\r\n"
-    long_url = await _raw_http(
-        port, b"GET /status?" + b"a" * 10_000 + b" HTTP/1.1\r\n" + host + b"\r\n"
-    )
+    long_url = await _raw_http(port, b"GET /status?" + b"a" * 10_000 + b" HTTP/1.1\r\n" + host + b"\r\n")
     head, body = long_url.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 414") and b"application/json" in head
     assert json.loads(body)["error"]["message"] == "the URL is longer than 8192 characters"
@@ -365,10 +363,7 @@ async def test_oversized_and_malformed_requests_get_a_4xx_and_one_line_never_a_t
     assert head.startswith(b"HTTP/1.1 431") and "'X-Big'" in json.loads(body)["error"]["message"]
     malformed = [
         b"BLAH\r\n\r\n",
-        b"GET /status HTTP/1.1\r\n"
-        + host
-        + b"".join(b"X-%d: a\r\n" % i for i in range(500))
-        + b"\r\n",
+        b"GET /status HTTP/1.1\r\n" + host + b"".join(b"X-%d: a\r\n" % i for i in range(500)) + b"\r\n",
         b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\n\r\n",  # past even the parser's limits
         b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
     ]
