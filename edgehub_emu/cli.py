@@ -736,7 +736,8 @@ def _print_running_hub(hub_status: dict[str, Any]) -> None:
         counters = broker["counters"]
         out.print(
             f"broker mode: {broker['authorizations']} authorization statements, {broker['bridges']} bridges, "
-            f"{len(broker['retained'])} retained messages; refused: {counters.get('refused_connect', 0)} "
+            f"{len(broker['retained'])} retained messages, {broker.get('sessions', 0)} sessions holding "
+            f"{broker.get('subscriptions', 0)} subscriptions; refused: {counters.get('refused_connect', 0)} "
             f"connects, {counters.get('denied_subscribe', 0)} subscriptions, "
             f"{counters.get('denied_publish', 0)} publishes"
         )

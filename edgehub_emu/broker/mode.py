@@ -52,6 +52,8 @@ class BrokerMode:
             "authorizations": len(self.config.authorizations),
             "bridges": len(self.config.bridges),
             "retained": sorted(self.topics.retained),
+            "sessions": len(self.topics.sessions),  # connected, and persistent ones away
+            "subscriptions": self.topics.subscription_count(),
             "counters": {**self.counters, **self.topics.counters},
         }
 

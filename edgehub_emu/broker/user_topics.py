@@ -86,6 +86,10 @@ class UserTopics:
         for topic_filter in self._filters.pop(client_id, {}):
             self._trie.remove(topic_filter, (client_id, topic_filter))
 
+    def subscription_count(self) -> int:
+        """User-topic filters held for every session (connected, or persistent and away)."""
+        return sum(len(filters) for filters in self._filters.values())
+
     def filters(self, client_id: str) -> dict[str, int]:
         return dict(self._filters.get(client_id, {}))
 

@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import time
+import urllib.request
 from pathlib import Path
 
 from edgehub_emu.identity import IdentityRegistry, make_token
@@ -148,3 +149,36 @@ def urllib_json(hub: HubProcess, path: str) -> dict:
         f"http://127.0.0.1:{hub.endpoints['http_port']}{path}", timeout=10
     ) as response:
         return json.load(response)
+
+
+def test_clean_sessions_leave_nothing_behind_and_persistent_ones_are_counted(tmp_path: Path):
+    """Hundreds of tools that come and go with new client ids and clean sessions (each subscribing, as
+    a dashboard tab would) leave no session and no subscription behind; a persistent session stays."""
+    hub = HubProcess(tmp_path, "-m", str(ROOT / "config" / "broker.json"), "--dev", "--mqtt-port", "0")
+    try:
+        port = int(hub.endpoints["mqtt_port"])
+
+        def visit(client_id: str, clean: bool = True) -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(encode(Connect(client_id, clean_session=clean)))
+                sock.sendall(encode(Subscribe(1, [("tools/#", 1), (f"tools/{client_id}/+", 0)])))
+                sock.sendall(encode(Publish("tools/hello", b"hi", 0)))
+                got = b""
+                while len(got) < 4 + 6:  # CONNACK, SUBACK with two codes: the subscriptions are in place
+                    got += sock.recv(65536)
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+
+        visit("keeper", clean=False)
+        before = rss_mb(hub.pid)
+        for i in range(600):
+            visit(f"tool-{i}")
+        status = f"http://127.0.0.1:{hub.endpoints['http_port']}/status"
+        held = None
+        deadline = time.monotonic() + 10
+        while held != (1, 2) and time.monotonic() < deadline:  # the last goodbyes may still be in flight
+            broker = json.loads(urllib.request.urlopen(status, timeout=5).read())["broker"]
+            held = (broker["sessions"], broker["subscriptions"])
+        assert held == (1, 2)  # the persistent session and its two filters, nothing of the 600
+        assert rss_mb(hub.pid) - before < 20
+    finally:
+        hub.stop()
