@@ -69,3 +69,16 @@ async def test_module_methods_endpoint_checks_caller_header_and_token(start_hub)
             assert (await response.json()) == {"message": f"Client {DEVICE}/filtermodule not found"}
         async with http.post(url, data=b"not json", headers=good) as response:
             assert response.status == 400
+
+        non_ascii = token.replace("sig=", "sig=%C3%A9", 1)  # a signature with "é" in it
+        async with http.post(url, json=body, headers={**good, "Authorization": non_ascii}) as response:
+            assert response.status == 401
+        for bad in (
+            {"methodName": 123},
+            {"methodName": ""},
+            [1, 2],
+            {"methodName": "m", "payload": {"a": [1] * 2}, "responseTimeoutInSeconds": "x"},
+        ):
+            async with http.post(url, json=bad, headers=good) as response:
+                assert response.status == 400, bad
+                assert "message" in await response.json()

@@ -321,6 +321,7 @@ async def test_desired_properties_set_from_the_cloud_side_stay_when_the_manifest
     [
         ("good", "wrong key", 5),  # a token signed with another module's key
         ("good", "", 5),  # an empty password
+        ("good", "non-ASCII signature", 5),  # as any bad signature
         ("not a user name", "token", 3),  # unparsable user name... as over TCP and TLS
     ],
 )
@@ -333,6 +334,8 @@ async def test_websocket_clients_get_the_connack_tcp_clients_get(start_hub, user
         password = hub.token(module, key=hub.hub.identity("SimulatedTemperatureSensor").primary_key)
     elif password == "token":
         password = hub.token(module)
+    elif password == "non-ASCII signature":
+        password = hub.token(module).replace("sig=", "sig=%C3%A9", 1)
     connect = codec.encode(codec.Connect(module, True, 60, username, password.encode()))
     tls = ssl.create_default_context(cafile=str(hub.hub.ca_file))
     url = f"wss://127.0.0.1:{hub.hub.endpoints.https_port}/$iothub/websocket"
