@@ -361,6 +361,12 @@ def run(
         help="Broker mode: QoS 1/2 user-topic messages kept for a subscriber that lags [1000]; QoS 0 ones "
         "are dropped (counted).",
     ),
+    trace_size: int | None = typer.Option(
+        None,
+        "--trace-size",
+        min=0,
+        help="Messages the message trace keeps for 'edgehub-emu trace' and the dashboard [2000]; 0: off.",
+    ),
     reset_damaged: bool = typer.Option(
         False,
         "--reset-damaged",
@@ -394,6 +400,7 @@ def run(
         workload_port=workload_port,
         delivery_window=delivery_window,
         max_queued_messages=max_queued_messages,
+        trace_size=trace_size,
         store={"sqlite": "durable"}.get(store or "", store),
         upstream=upstream,
         upstream_ca=upstream_ca,

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .api import hub_apps
-from .core import MAX_MESSAGE_SIZE, HubCore, MessageRefused, MethodError, MethodResult, message_size
+from .core import (
+    MAX_MESSAGE_SIZE,
+    HubCore,
+    MessageRefused,
+    MessageTrace,
+    MethodError,
+    MethodResult,
+    message_size,
+)
 from .data_files import DamagedFile, set_aside
 from .data_lock import DataDirectoryInUse, lock_data_directory
 from .delivery import Deliveries
@@ -87,6 +95,7 @@ class EdgeHub:
         self.endpoints: Endpoints | None = None
         self.metrics = registry_for(self)
         self.runner: ModuleRunner | None = None
+        self._trace: MessageTrace | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -157,6 +166,7 @@ class EdgeHub:
         )
         stack.callback(self.upstream.close)
         hostnames = [s.iothub_hostname, s.gateway_hostname]
+        self._trace = MessageTrace(s.trace_size) if s.trace_size > 0 else None
         self.core = HubCore(
             s.device_id,
             self.identities,
@@ -164,9 +174,14 @@ class EdgeHub:
             twins,
             self.store,
             self.route_table,
+            self._trace,
         )
         self.deliveries = Deliveries(
-            self.store, self.core.connections, max(1, s.delivery_window), s.delivery_retry_first
+            self.store,
+            self.core.connections,
+            max(1, s.delivery_window),
+            s.delivery_retry_first,
+            self._trace,
         )
         stack.push_async_callback(self.deliveries.stop)
         self._upstream = self._upstream_for(
@@ -467,6 +482,28 @@ class EdgeHub:
     def watch(self, listener: Callable[[str, bytes, int, bool], None]) -> None:
         """Broker mode: ``listener(topic, payload, qos, retain)`` for every user-topic publish from now on."""
         broker_mode.watch(self.head, listener)
+
+    def trace(
+        self,
+        message_id: str | None = None,
+        module: str | None = None,
+        output: str | None = None,
+        count: int = 10,
+    ) -> list[dict[str, Any]]:
+        """What became of messages the hub accepted: the one with ``edgeMessageId`` ``message_id``, or
+        the last ``count`` (from ``module``, through ``output``), oldest first. Each says who sent it,
+        what every route made of it and why, the endpoints it was queued for, and what happened there
+        (sent, delivered, retried, dropped, expired). Empty when tracing is off (``--trace-size 0``)."""
+        if self._trace is None:
+            return []
+        if message_id is not None:
+            found = self._trace.find(message_id)
+            return [found] if found is not None else []
+        return self._trace.last(count, module, output)
+
+    def route_verdicts(self) -> dict[str, dict[str, Any]]:
+        """Per route: what it made of the last message from its source, and why."""
+        return self._trace.last_verdicts(self._routes()) if self._trace is not None else {}
 
     def snapshot(self) -> HubSnapshot:
         """Who is connected, what waits, how the routes are doing: see ``snapshot.HubSnapshot``."""

@@ -71,6 +71,8 @@ class Settings:
     session_expiry: float = 7 * 24 * 3600.0
     """A persistent MQTT session of a client that is not an identity of the deployment (broker mode) whose
     client stays away this long (seconds) is forgotten."""
+    trace_size: int = 2000
+    """Messages the message trace keeps (``edgehub-emu trace``, the dashboard); 0 turns tracing off."""
     http_idle_timeout: float = 60.0
     """HTTP listeners (API, metrics, HTTPS before a WebSocket upgrade): a connection that sends no
     complete request for this long, or stays idle between requests, is closed."""
@@ -194,6 +196,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "reset_damaged": ("RESET_DAMAGED", _flag),
     "max_queued_messages": ("MAX_QUEUED_MESSAGES", int),
     "http_idle_timeout": ("HTTP_IDLE_TIMEOUT", float),
+    "trace_size": ("TRACE_SIZE", int),
     "session_expiry": ("SESSION_EXPIRY", float),
 }
 """Setting → (variable after ``EDGEHUB_EMU_``, how to read its value)."""

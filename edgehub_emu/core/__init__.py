@@ -8,10 +8,15 @@ from .hub_core import HubCore
 from .listener import DeviceListener
 from .methods import MethodCalls, MethodError, MethodResult
 from .telemetry import MAX_MESSAGE_SIZE, Ingest, MessageRefused, log_store_failure, message_size, new_guid
+from .trace import DELIVERED, REJECTED, RETRIED, SENT, MessageTrace
 from .twins import TwinService
 
 __all__ = [
+    "DELIVERED",
     "MAX_MESSAGE_SIZE",
+    "REJECTED",
+    "RETRIED",
+    "SENT",
     "Authenticated",
     "AuthenticationError",
     "Authenticator",
@@ -22,6 +27,7 @@ __all__ = [
     "HubCore",
     "Ingest",
     "MessageRefused",
+    "MessageTrace",
     "MethodCalls",
     "MethodError",
     "MethodResult",

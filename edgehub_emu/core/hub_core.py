@@ -20,6 +20,7 @@ from .connections import ConnectionManager, DeviceProxy
 from .listener import DeviceListener
 from .methods import MethodCalls, MethodError
 from .telemetry import Ingest
+from .trace import MessageTrace
 from .twins import TwinService
 
 log = logging.getLogger("edgehub_emu.hub")
@@ -34,13 +35,14 @@ class HubCore:
         twins: TwinStore,
         store: Store,
         routes: RouteTable,
+        trace: MessageTrace | None = None,
     ) -> None:
         self.device_id = device_id
         self.identities = identities
         self.counters: Counter[str] = Counter()
         self.connections = ConnectionManager()
         self.authenticator = Authenticator(identities, hostnames)
-        self.ingest = Ingest(device_id, routes, store, self.counters)
+        self.ingest = Ingest(device_id, routes, store, self.counters, trace)
         self.twins = TwinService(twins, self.connections, self.ingest, device_id, self.counters)
         self.methods = MethodCalls(self.connections, self.counters)
 

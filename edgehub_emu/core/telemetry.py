@@ -25,6 +25,7 @@ from ..routing.message import (
     EDGE_MESSAGE_ID,
 )
 from ..store import Store, Stored
+from .trace import MessageTrace
 
 log = logging.getLogger("edgehub_emu.hub")
 
@@ -79,12 +80,14 @@ class Ingest:
         routes: RouteTable,
         store: Store,
         counters: Counter[str],
+        trace: MessageTrace | None = None,
     ) -> None:
         self.device_id = device_id
         self.routes = routes  # replaced whole when the deployment changes
         self.store = store
         self.counters = counters
         self.sizes = Reservoir()
+        self.trace = trace  # what became of each message, unless tracing is off
 
     def telemetry(self, identity: Identity, message: Message, stored: Stored) -> bool:
         """A client's message, from the identity it authenticated as. True: done (queued in memory, or
@@ -115,7 +118,10 @@ class Ingest:
         sizes.sum += size
         self.counters["messages_received"] += 1
 
-        copies = self.routes.route(message)
+        routes = self.routes
+        copies = routes.route(message)
+        if self.trace is not None:
+            self.trace.received(identity.id, message, routes, copies)
         if copies:
             return self.store.add(message, copies, stored)
         self.counters["dropped_no_route"] += 1
@@ -124,7 +130,10 @@ class Ingest:
     def route(self, message: Message, stored: Stored) -> bool:
         """Route and queue a message (see ``telemetry`` for what the result means)."""
         self.counters["messages_received"] += 1
-        copies = self.routes.route(message)
+        routes = self.routes
+        copies = routes.route(message)
+        if self.trace is not None:
+            self.trace.received(message.source, message, routes, copies)
         if not copies:
             self.counters["dropped_no_route"] += 1
             if log.isEnabledFor(logging.DEBUG):
@@ -136,4 +145,7 @@ class Ingest:
         self, endpoint: Endpoint, message: Message, time_to_live_secs: int, stored: Stored, route: str = "api"
     ) -> bool:
         """Put a message straight into an endpoint's queue, as a route would (priority 0)."""
-        return self.store.add(message, [RoutedEndpoint(endpoint, 0, time_to_live_secs, route)], stored)
+        copies = [RoutedEndpoint(endpoint, 0, time_to_live_secs, route)]
+        if self.trace is not None:
+            self.trace.received(route, message, None, copies)
+        return self.store.add(message, copies, stored)

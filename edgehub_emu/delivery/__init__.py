@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from ..core import ConnectionManager
+from ..core import ConnectionManager, MessageTrace
 from ..routing import BRIDGE_ID, BridgeEndpoint, Endpoint, ModuleEndpoint, endpoint_from_id
 from ..store import Store
 from .modules import ACK_TIMEOUT, ModuleDelivery
@@ -44,11 +44,12 @@ class Deliveries:
         connections: ConnectionManager,
         window: int = DEFAULT_WINDOW,
         first_backoff: float = 1.0,
+        trace: MessageTrace | None = None,
     ) -> None:
         self.store = store
         self.connections = connections
         self.window = window
-        self.stats = DeliveryStats()
+        self.stats = DeliveryStats(trace)
         self.sinks: dict[str, Sink] = {}
         self.first_backoff = first_backoff
         self._modules: dict[str, ModuleDelivery] = {}  # by identity

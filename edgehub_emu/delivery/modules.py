@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..core import ConnectionManager, DeviceProxy, SendOutcome
+from ..core import REJECTED, RETRIED, SENT, ConnectionManager, DeviceProxy, SendOutcome
 from ..iothub import MODULE_MESSAGES
 from ..routing import ModuleEndpoint
 from ..store import Entry, Store
@@ -93,6 +93,7 @@ class ModuleDelivery:
             self._give_back()
             self._proxy = proxy
         window, store, settle, inputs = self.window, self.store, self._settle, self.inputs
+        trace = self.stats.trace
         now = self.clock()
         while window.free > 0:
             order = self._order
@@ -102,11 +103,15 @@ class ModuleDelivery:
             outcome = proxy.send_to_input(inputs[entry.endpoint_id].input_name, entry.message, entry, settle)
             if outcome is SendOutcome.SENT:
                 window.sent(entry, now)
+                if trace is not None:
+                    trace.note(SENT, entry)
             elif outcome is SendOutcome.DELIVERED:
                 self._delivered(entry)
             elif outcome is SendOutcome.REJECTED:
                 store.ack(entry)
                 self.stats.rejected += 1
+                if trace is not None:
+                    trace.note(REJECTED, entry)
                 log.warning(
                     "dropped a message for %s: no subscription matches input %s (edgeHub drops it too)",
                     self.identity_id,
@@ -142,7 +147,7 @@ class ModuleDelivery:
             return
         else:
             # The connection is gone: give back this one and everything else in flight, in order.
-            self.store.release([entry, *self.window.clear()])
+            self._released([entry, *self.window.clear()])
             self._proxy = None
         if self._pumping:
             self._again = True
@@ -163,7 +168,15 @@ class ModuleDelivery:
         if pending:
             if self._proxy is not None:
                 self._proxy.abandon(pending)
-            self.store.release(pending)
+            self._released(pending)
+
+    def _released(self, entries: list[Entry]) -> None:
+        """Give entries back to the store: they go out again (to be delivered again)."""
+        trace = self.stats.trace
+        if trace is not None:
+            for entry in entries:
+                trace.note(RETRIED, entry)
+        self.store.release(entries)
 
     def _arm(self) -> None:
         deadline = self.window.deadline()

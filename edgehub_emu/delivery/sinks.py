@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..backoff import Backoff
+from ..core import RETRIED
 from ..routing import Message
 from ..store import Store
 from ..tasks import spawn
@@ -49,6 +50,8 @@ class SinkDelivery:
             except Exception as exc:
                 self.store.release([entry])
                 self.stats.sink_failures += 1
+                if self.stats.trace is not None:
+                    self.stats.trace.note(RETRIED, entry)
                 delay = self.backoff.next()
                 log.warning("%s refused a message (%s); retrying in %g s", self.endpoint_id, exc, delay)
                 await asyncio.sleep(delay)

@@ -6,19 +6,23 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from ..core import DELIVERED, MessageTrace
 from ..metrics import Reservoir
 from ..store import Entry
 
 
 class DeliveryStats:
-    def __init__(self) -> None:
+    def __init__(self, trace: MessageTrace | None = None) -> None:
         self.sent: Counter[str] = Counter()  # endpoint id -> messages delivered
         self.rejected = 0
         self.ack_timeouts = 0
         self.sink_failures = 0
         self.latency = Reservoir()
+        self.trace = trace  # delivery events for the message trace, when it is on
 
     def delivered(self, entry: Entry) -> None:
+        if self.trace is not None:
+            self.trace.note(DELIVERED, entry)
         self.sent[entry.endpoint_id] += 1
         latency = self.latency  # Reservoir.observe, inlined: one per message
         value = time.time() - entry.message.enqueued_time
