@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_
 from .runner import LocalModulesError, load_local_modules, parse_module_option
 from .settings import DEFAULT_MANIFEST, Settings, SettingsError
 from .store import read_queues
+from .views import format_trace
 
 app = typer.Typer(
     name="edgehub-emu",
@@ -960,6 +962,39 @@ def send(
         lambda: client.request("POST", f"/modules/{module}/inputs/{input_name}/messages", data, headers)
     )
     out.print(f"queued for {result['queued']} (time-to-live {result['timeToLiveSecs']} s)")
+
+
+@app.command()
+def trace(
+    message_id: str | None = typer.Option(None, "--id", help="The edgeMessageId of one message."),
+    module: str | None = typer.Option(None, "--module", "-m", help="Only messages from this module."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Only messages sent on this output."),
+    last: int = typer.Option(5, "--last", "-n", min=1, max=1000, help="How many of the latest messages."),
+    as_json: bool = typer.Option(False, "--json", help="Print the trace as JSON."),
+    data_dir: Path | None = DataDirOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Where did my message go? Who sent it, what each route made of it and why, where it was queued,
+    and whether it was delivered, retried, dropped or expired (the running hub's latest messages)."""
+    client = _client(data_dir, token)
+    query = urllib.parse.urlencode(
+        {k: v for k, v in {"id": message_id, "module": module, "output": output, "limit": last}.items() if v}
+    )
+    answer = _call(lambda: client.request("GET", f"/trace?{query}"))
+    if not answer["tracing"]:
+        err.print("error: the hub runs with tracing off (--trace-size 0)", style="red")
+        raise typer.Exit(1)
+    messages = answer["messages"]
+    if as_json:
+        out.print_json(json.dumps(messages))
+        return
+    if not messages:
+        wanted = f"message {message_id}" if message_id else "messages" + (f" from {module}" if module else "")
+        err.print(f"no {wanted} in the trace (it keeps the hub's latest messages)", style="yellow")
+        raise typer.Exit(1)
+    for message in messages:
+        out.print(format_trace(message), highlight=False, markup=False)
+        out.print()
 
 
 @app.command()

@@ -421,6 +421,20 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(status_json(request.app[HUB].snapshot()))
 
 
+MAX_TRACE = 1000
+
+
+async def trace(request: web.Request) -> web.Response:
+    """What became of messages: ``?id=EDGE_MESSAGE_ID``, or the last ``limit`` (``?module=``, ``?output=``
+    narrow them)."""
+    limit = _int(request, "limit", 10)
+    if not 1 <= limit <= MAX_TRACE:
+        return error(400, "BadRequest", f"query parameter 'limit' must be between 1 and {MAX_TRACE}")
+    query = request.query
+    messages = request.app[HUB].trace(query.get("id"), query.get("module"), query.get("output"), limit)
+    return web.json_response({"messages": messages, "tracing": request.app[HUB].settings.trace_size > 0})
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -443,6 +457,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", "/upstream/messages", upstream_messages),
     ("GET", "/upstream/stream", upstream_stream),
     ("GET", "/status", status),
+    ("GET", "/trace", trace),
     ("GET", "/health", health),
     ("GET", "/openapi.json", openapi),
     ("GET", "/metrics", metrics),

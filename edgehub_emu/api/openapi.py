@@ -149,6 +149,24 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/trace": {
+            "get": {
+                "summary": "What became of messages the hub accepted: who sent them, what each route made of "
+                "them and why, where they were queued, and what happened there",
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "edgeMessageId",
+                    },
+                    {"name": "module", "in": "query", "schema": {"type": "string"}},
+                    {"name": "output", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10}},
+                ],
+                "responses": {"200": _json({"type": "object"}, "The messages, oldest first"), "400": _ERROR},
+            }
+        },
         "/status": {
             "get": {
                 "summary": "Identities, connections, queues, routes, local modules, upstream, broker mode",

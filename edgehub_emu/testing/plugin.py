@@ -44,6 +44,7 @@ from ..mqtt.topic_trie import filter_matches
 from ..routing import Message
 from ..settings import Settings
 from ..upstream import UpstreamRecord
+from ..views import format_trace
 
 T = TypeVar("T")
 _addresses = itertools.count(2)
@@ -252,6 +253,17 @@ class EdgeHubFixture:
         """Messages still queued for a module input (not yet delivered and acknowledged)."""
         return self._call(lambda: self.hub.queued(module, input_name))
 
+    def trace(
+        self,
+        message_id: str | None = None,
+        module: str | None = None,
+        output: str | None = None,
+        count: int = 10,
+    ) -> list[dict[str, Any]]:
+        """What became of the latest messages (or of one ``edgeMessageId``): see ``EdgeHub.trace``;
+        ``edgehub_emu.views.format_trace`` prints one as ``edgehub-emu trace`` does."""
+        return self._call(lambda: self.hub.trace(message_id, module, output, count))
+
     def connected(self, module: str) -> bool:
         return self._call(lambda: self.hub.is_connected(module))
 
@@ -272,6 +284,14 @@ class EdgeHubFixture:
                 f"still queued: {queued or 'nothing'}",
                 f"connected: {', '.join(clients) or 'no client'}",
             ]
+            missing = [
+                m
+                for m in hub.trace(count=50)
+                if not any(c["endpoint"] == "iothub" and c["state"] == "delivered" for c in m["queued"])
+            ][-5:]
+            if missing:
+                lines.append("the latest messages that did not reach $upstream, traced:")
+                lines.extend(format_trace(m) for m in missing)
             if not clients and self.settings.mqtts_port == 0:
                 lines.append(
                     "(a module written with Microsoft's SDKs dials port 8883, 5671 or 443, never this hub's "

@@ -226,3 +226,36 @@ def test_sigterm_answers_a_waiting_method_call_and_stops_at_once(tmp_path: Path)
     _, said = caller.communicate(timeout=10)
     assert caller.returncode == 1 and "the hub is stopping" in said
     module.loop_stop()
+
+
+def test_trace_from_the_command_line_follows_a_message_by_module_and_by_id(tmp_path: Path):
+    hub = HubSubprocess(tmp_path)
+    try:
+        sensor = hub.client("SimulatedTemperatureSensor")
+        topic = (
+            f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput"
+        )
+        sensor.publish(topic, b'{"t": 21}', qos=1).wait_for_publish(5)
+        sensor.publish(topic.replace("temperatureOutput", "nowhere"), b"lost", qos=1).wait_for_publish(5)
+        sensor.disconnect()
+        sensor.loop_stop()
+
+        shown = cli(tmp_path, "trace", "--module", "SimulatedTemperatureSensor", "--last", "2")
+        assert shown.returncode == 0, shown.stderr
+        first, second = shown.stdout.strip().split("\n\n")
+        assert "from edge-device/SimulatedTemperatureSensor, output temperatureOutput" in first
+        assert "matched         sensorToFilter" in first and "not this source filterToIoTHub" in first
+        assert "queued for edge-device/filtermodule/input1, priority 0, time-to-live 1800 s" in first
+        assert first.rstrip().endswith("(route sensorToFilter): waiting")  # filtermodule is not connected
+        assert "dropped: no_route" in second
+
+        as_json = json.loads(cli(tmp_path, "trace", "--last", "1", "--json").stdout)
+        (message,) = as_json
+        by_id = cli(tmp_path, "trace", "--id", message["edgeMessageId"])
+        assert (
+            by_id.returncode == 0 and message["edgeMessageId"] in by_id.stdout and "no_route" in by_id.stdout
+        )
+        unknown = cli(tmp_path, "trace", "--id", "no-such-id")
+        assert unknown.returncode == 1 and "no message no-such-id in the trace" in unknown.stderr
+    finally:
+        hub.stop()

@@ -263,3 +263,64 @@ def test_broker_mode_user_topics_from_a_test(edgehub: EdgeHubFixture) -> None:
 def test_broker_helpers_say_when_the_broker_mode_is_off(edgehub: EdgeHubFixture) -> None:
     with pytest.raises(RuntimeError, match="the broker mode is off"):
         edgehub.watch("alerts/#")
+
+
+TRACED = json.loads((ROOT / "config" / "deployment.json").read_text())
+TRACED["modulesContent"]["$edgeHub"]["properties.desired"]["routes"] = {
+    "hot": {
+        "route": "FROM /messages/modules/SimulatedTemperatureSensor/outputs/temperatureOutput "
+        "WHERE $body.machine.temperature > 30 INTO $upstream",
+        "priority": 1,
+        "timeToLiveSecs": 60,
+    },
+    "toFilter": {
+        "route": "FROM /messages/modules/SimulatedTemperatureSensor/outputs/temperatureOutput "
+        'INTO BrokeredEndpoint("/modules/filtermodule/inputs/input1")',
+        "timeToLiveSecs": 1,
+    },
+}
+
+
+@pytest.mark.edgehub(manifest=TRACED)
+def test_the_trace_says_what_became_of_each_message_and_a_failed_wait_prints_it(edgehub):
+    sensor = ModuleClient(edgehub, "SimulatedTemperatureSensor")
+    try:
+        sensor.send(
+            "temperatureOutput",
+            b'{"machine": {"temperature": 40}}',
+            **{"$.ct": "application%2Fjson", "$.ce": "utf-8"},
+        )
+        sensor.send("temperatureOutput", b"not json")  # $body unreadable: "hot" is undefined
+        sensor.send("elsewhere", b"nobody routes me")
+    finally:
+        sensor.close()
+    hot = edgehub.upstream.get()
+    routed, undefined, dropped = edgehub.trace(module="SimulatedTemperatureSensor", count=3)
+
+    assert routed["edgeMessageId"] == hot.system_properties["edgeMessageId"]
+    assert [(r["name"], r["outcome"]) for r in routed["routes"]] == [("hot", "fired"), ("toFilter", "fired")]
+    copies = {c["endpoint"]: c for c in routed["queued"]}
+    assert (copies["iothub"]["priority"], copies["iothub"]["timeToLiveSecs"]) == (1, 60)
+    assert copies["iothub"]["state"] == "delivered"
+    assert [e["event"] for e in copies["iothub"]["events"]] == ["delivered"]
+    assert copies["edge-device/filtermodule/input1"]["state"] in ("waiting", "expired")  # nobody reads it
+
+    verdict = {r["name"]: r for r in undefined["routes"]}["hot"]
+    assert verdict["outcome"] == "undefined" and "$body is unreadable" in verdict["reasons"][0]
+    assert dropped["dropped"] == "no_route" and dropped["queued"] == []
+    assert {r["outcome"] for r in dropped["routes"]} == {"source_mismatch"}
+
+    deadline = time.monotonic() + 10  # filtermodule never comes: its copies' 1 s time-to-live runs out
+    while {c["state"] for c in edgehub.trace(routed["edgeMessageId"])[0]["queued"]} != {
+        "delivered",
+        "expired",
+    }:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with pytest.raises(AssertionError) as failure:
+        edgehub.upstream.get(timeout=0.2)
+    text = str(failure.value)
+    assert "the latest messages that did not reach $upstream, traced:" in text
+    assert "undefined       hot" in text and "$body is unreadable" in text
+    assert "dropped: no_route" in text
+    assert "expired: its time-to-live ran out before delivery" in text
