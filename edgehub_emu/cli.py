@@ -49,7 +49,7 @@ from .routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_
 from .runner import LocalModulesError, load_local_modules, parse_module_option
 from .settings import DEFAULT_MANIFEST, Settings, SettingsError
 from .store import read_queues
-from .views import format_trace
+from .views import deployment_graph, format_trace, to_dot, to_mermaid, to_svg
 
 app = typer.Typer(
     name="edgehub-emu",
@@ -962,6 +962,32 @@ def send(
         lambda: client.request("POST", f"/modules/{module}/inputs/{input_name}/messages", data, headers)
     )
     out.print(f"queued for {result['queued']} (time-to-live {result['timeToLiveSecs']} s)")
+
+
+@app.command()
+def graph(
+    manifest: Path | None = ManifestOption,
+    output_format: str = typer.Option(
+        "mermaid", "--format", "-f", help="mermaid (GitHub and VS Code markdown), dot (Graphviz) or svg."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    device_id: str | None = DeviceOption,
+    env_file: Path | None = EnvFileOption,
+) -> None:
+    """Draw the deployment's routes: modules with their outputs and inputs, $upstream, bridges, and
+    each route as an arrow labelled with its name, priority, time-to-live and condition."""
+    if output_format not in ("mermaid", "dot", "svg"):
+        raise typer.BadParameter("mermaid, dot or svg", param_hint="--format")
+    settings = _settings(device_id=device_id, manifest=manifest)
+    deployment, table = _load(settings.manifest, settings.device_id, env_file)
+    bridges = [b.endpoint for b in deployment.broker.bridges] if deployment.broker is not None else []
+    picture = deployment_graph(table, deployment.module_names, bridges)
+    text = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_svg}[output_format](picture)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output} ({output_format}, {len(picture.nodes)} nodes, {len(picture.edges)} routes)")
 
 
 @app.command()
