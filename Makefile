@@ -14,7 +14,7 @@ MANIFEST ?= config/deployment.json
 # The sample modules, started by the hub as local processes (an edgeAgent for your laptop).
 LOCAL_MODULES ?= config/local-modules.json
 
-.PHONY: run test lint format bench venv clean mosquitto-check
+.PHONY: run test lint format bench venv clean mosquitto-check chromium-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,13 +54,18 @@ venv: $(STAMP) $(SDK_STAMP)
 run: $(STAMP) $(SDK_STAMP)
 	$(BIN)/edgehub-emu run --manifest $(MANIFEST) $(if $(LOCAL_MODULES),--local-modules $(LOCAL_MODULES))
 
-test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) mosquitto-check
+test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) mosquitto-check chromium-check
 	$(BIN)/python -m pytest
 
 # The bridge tests run a real mosquitto; .ci/run installs it, a laptop needs it once.
 mosquitto-check:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	  echo "make test needs mosquitto for the MQTT bridge tests: sudo apt-get install mosquitto"; exit 1; }
+
+# The dashboard tests drive Debian's chromium with Playwright (no browser is downloaded).
+chromium-check:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "make test needs chromium for the dashboard tests: sudo apt-get install chromium"; exit 1; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -516,6 +516,7 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
             f"{snapshot.broker['bridges']} bridges (mqttBroker)"
         )
     if e.http_port is not None:
+        out.print(f"  dashboard            http://{e.http_host}:{e.http_port}/", style="bold")
         out.print(f"  management API       http://{e.http_host}:{e.http_port}   (docs: /openapi.json)")
     if e.metrics_port is not None:
         out.print(f"  metrics              http://{e.http_host}:{e.metrics_port}/metrics")

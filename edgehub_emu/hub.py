@@ -56,6 +56,7 @@ from .snapshot import HubSnapshot, build_snapshot
 from .store import Store, Stored, open_store
 from .tasks import every, spawn
 from .upstream import Upstream, UpstreamCapture, UpstreamError, UpstreamHooks, make_upstream
+from .views import Graph, deployment_graph
 
 __all__ = ["EdgeHub", "Endpoints", "HubError", "MethodError", "MethodResult", "Queued"]
 
@@ -500,6 +501,17 @@ class EdgeHub:
             found = self._trace.find(message_id)
             return [found] if found is not None else []
         return self._trace.last(count, module, output)
+
+    def recent_messages(self, after: float = 0.0, limit: int = 30) -> list[dict[str, Any]]:
+        """A sample of the latest messages received after ``after`` (see ``MessageTrace.recent``)."""
+        return self._trace.recent(after, limit) if self._trace is not None else []
+
+    def graph(self) -> Graph:
+        """The running deployment's routes as a graph (``edgehub_emu.views``)."""
+        deployment = self.deployment
+        assert deployment is not None
+        bridges = [b.endpoint for b in deployment.broker.bridges] if deployment.broker is not None else []
+        return deployment_graph(self._routes(), deployment.module_names, bridges)
 
     def route_verdicts(self) -> dict[str, dict[str, Any]]:
         """Per route: what it made of the last message from its source, and why."""

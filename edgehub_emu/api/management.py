@@ -31,6 +31,7 @@ from ..metrics import render
 from ..routing import Message
 from ..settings import is_loopback
 from ..snapshot import HubSnapshot
+from . import dashboard
 from .http_server import size_refusal
 from .openapi import OPENAPI
 
@@ -102,7 +103,7 @@ async def errors_and_auth(
         log.info("refused a request to %s: %s", request.path[:100], too_long[2])
         return error(*too_long)
     token = request.app[TOKEN]
-    if token is not None:
+    if token is not None and request.path not in dashboard.PUBLIC_PATHS:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given, f"Bearer {token}"):
             return error(401, "Unauthorized", "send the hub's API token as 'Authorization: Bearer <token>'")
@@ -435,6 +436,30 @@ async def trace(request: web.Request) -> web.Response:
     return web.json_response({"messages": messages, "tracing": request.app[HUB].settings.trace_size > 0})
 
 
+async def dashboard_page(request: web.Request) -> web.Response:
+    return await dashboard.page(request)
+
+
+async def dashboard_asset(request: web.Request) -> web.Response:
+    return await dashboard.static(request)
+
+
+async def graph_svg(request: web.Request) -> web.Response:
+    return dashboard.graph_svg(request.app[HUB])
+
+
+async def dashboard_state(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    after = float(_int(request, "after", 0))
+    return web.json_response(dashboard.state(hub, status_json(hub.snapshot()), after))
+
+
+async def dashboard_stream(request: web.Request) -> web.StreamResponse:
+    return await dashboard.stream(
+        request, request.app[HUB], lambda hub: status_json(hub.snapshot()), request.app[STREAMS]
+    )
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -459,6 +484,11 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", "/status", status),
     ("GET", "/trace", trace),
     ("GET", "/health", health),
+    ("GET", "/", dashboard_page),
+    ("GET", "/static/{name}", dashboard_asset),
+    ("GET", "/graph.svg", graph_svg),
+    ("GET", "/dashboard/state", dashboard_state),
+    ("GET", "/dashboard/stream", dashboard_stream),
     ("GET", "/openapi.json", openapi),
     ("GET", "/metrics", metrics),
 ]

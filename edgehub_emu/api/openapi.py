@@ -167,6 +167,44 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _json({"type": "object"}, "The messages, oldest first"), "400": _ERROR},
             }
         },
+        "/": {
+            "get": {
+                "summary": "The dashboard (a web page; served without the API token)",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
+        },
+        "/static/{name}": {
+            "get": {
+                "summary": "The dashboard's script and style sheet",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "The asset"}, "404": _ERROR},
+            }
+        },
+        "/graph.svg": {
+            "get": {
+                "summary": "The running deployment's routes as a picture (as 'edgehub-emu graph -f svg')",
+                "responses": {"200": {"description": "SVG", "content": {"image/svg+xml": {}}}},
+            }
+        },
+        "/dashboard/state": {
+            "get": {
+                "summary": "What the dashboard shows: status, what each route made of the last message from "
+                "its "
+                "source, and the latest messages (received after ?after=, seconds since the epoch)",
+                "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer", "default": 0}}],
+                "responses": {"200": _json({"type": "object"}, "The state"), "400": _ERROR},
+            }
+        },
+        "/dashboard/stream": {
+            "get": {
+                "summary": "Server-Sent Events: the dashboard's state once a second (event 'state')",
+                "responses": {
+                    "200": {"description": "An event stream", "content": {"text/event-stream": {}}}
+                },
+            }
+        },
         "/status": {
             "get": {
                 "summary": "Identities, connections, queues, routes, local modules, upstream, broker mode",

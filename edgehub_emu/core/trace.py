@@ -81,6 +81,30 @@ class MessageTrace:
                 break
         return [self._describe(record) for record in reversed(found)]
 
+    def recent(self, after: float = 0.0, limit: int = 30) -> list[dict[str, Any]]:
+        """The latest messages received after ``after`` (a time), at most ``limit``, oldest first: who
+        sent them, where they were queued, their properties and body. A sample, for live views: at
+        thousands of messages a second only the latest ``limit`` of each call are shown."""
+        found: list[_Received] = []
+        for record in reversed(self._received):
+            if record[0] <= after or len(found) >= limit:
+                break
+            found.append(record)
+        return [
+            {
+                "edgeMessageId": message.system_properties.get(EDGE_MESSAGE_ID),
+                "time": at,
+                "at": _iso(at),
+                "from": sender,
+                "source": message.source,
+                "endpoints": [copy.endpoint.id for copy in copies],
+                "properties": message.properties,
+                "systemProperties": message.system_properties,
+                "body": _body(message.body, size),
+            }
+            for at, sender, message, _, copies, size in reversed(found)
+        ]
+
     def last_verdicts(self, table: RouteTable) -> dict[str, dict[str, Any]]:
         """For each route of ``table``: what it made of the last message from its source (for the
         dashboard's graph: a route that came out false or undefined says why)."""

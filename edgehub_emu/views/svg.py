@@ -230,9 +230,10 @@ def _node(box: _Box) -> list[str]:
         out.append(
             f'<text x="{x - 8:.1f}" y="{y:.1f}" text-anchor="end" class="output">{escape(name)} ▸</text>'
         )
-    out.append(
-        f'<text class="depth" x="{box.x + box.width / 2:.1f}" y="{box.y + box.height - 8:.1f}" '
-        'text-anchor="middle" fill="#666" font-size="11"></text>'
-    )
+    if node.inputs or node.kind in ("upstream", "bridge"):  # an endpoint: its queue depth goes here
+        out.append(
+            f'<text class="depth" x="{box.x + box.width / 2:.1f}" y="{box.y + box.height - 8:.1f}" '
+            'text-anchor="middle" fill="#666" font-size="11"></text>'
+        )
     out.append("</g>")
     return out

@@ -13,7 +13,7 @@ import yarl
 from edgehub_emu.api.management import ROUTES
 from edgehub_emu.api.openapi import OPENAPI
 
-from .conftest import DEVICE
+from .conftest import DEVICE, manifest
 
 
 def api(hub) -> str:
@@ -374,3 +374,47 @@ async def test_oversized_and_malformed_requests_get_a_4xx_and_one_line_never_a_t
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()], caplog.text
     # one line each (a first request that is not HTTP at all is aiohttp's debug line: port scanners)
     assert len([r for r in caplog.records if "refused a malformed HTTP request" in r.getMessage()]) == 3
+
+
+async def test_the_dashboard_page_is_public_its_data_needs_the_token_and_says_why_a_route_missed(start_hub):
+    conditional = {
+        "hot": "FROM /messages/modules/SimulatedTemperatureSensor/* WHERE $body.machine.temperature > 30 "
+        "INTO $upstream"
+    }
+    hub = await start_hub(manifest(conditional), api_token="s3cret")
+    sensor = await hub.client("SimulatedTemperatureSensor")
+    await sensor.publish(
+        f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput",
+        "not json",
+    )
+    sensor.stop()
+    token = {"Authorization": "Bearer s3cret"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{api(hub)}/") as response:  # the page and its assets hold no data
+            assert response.status == 200 and "edgehub-emu dashboard" in await response.text()
+        for asset in ("dashboard.js", "dashboard.css"):
+            async with http.get(f"{api(hub)}/static/{asset}") as response:
+                assert response.status == 200
+        async with http.get(f"{api(hub)}/static/management.py", headers=token) as response:
+            assert response.status == 404  # only the page's own assets
+        for data in ("/dashboard/state", "/graph.svg", "/dashboard/stream"):
+            async with http.get(f"{api(hub)}{data}") as response:
+                assert response.status == 401, data
+        async with http.get(f"{api(hub)}/graph.svg", headers=token) as response:
+            assert response.content_type == "image/svg+xml" and 'data-route="hot"' in await response.text()
+        async with http.get(f"{api(hub)}/dashboard/state", headers=token) as response:
+            state = await response.json()
+        assert state["verdicts"]["hot"]["outcome"] == "undefined"
+        assert "$body is unreadable" in state["verdicts"]["hot"]["reasons"][0]
+        (message,) = state["messages"]
+        assert (message["from"], message["endpoints"], message["body"]["text"]) == (
+            f"{DEVICE}/SimulatedTemperatureSensor",
+            [],
+            "not json",
+        )
+        async with http.get(f"{api(hub)}/dashboard/stream", headers=token) as response:
+            first = await response.content.readuntil(b"\n\n")
+        assert (
+            first.startswith(b"event: state\ndata: ")
+            and json.loads(first[19:])["status"]["deviceId"] == DEVICE
+        )
