@@ -160,7 +160,7 @@ def to_mermaid(graph: Graph) -> str:
         if node.outputs:
             ports.append("out: " + ", ".join(node.outputs))
         if ports:
-            text += "<br/><small>" + _mermaid_text(" · ".join(ports)) + "</small>"
+            text += "<br/>" + _mermaid_text(" · ".join(ports))
         shape = {"upstream": '(["{}"])', "everything": '[/"{}"/]', "bridge": '{{"{}"}}'}.get(
             node.kind, '["{}"]'
         )

@@ -47,8 +47,9 @@ def format_trace(message: dict[str, Any]) -> str:
     if message.get("dropped"):
         lines.append(f"  dropped: {message['dropped']} (no route took it)")
     for copy in message["queued"]:
+        endpoint = "$upstream" if copy["endpoint"] == "iothub" else copy["endpoint"]
         lines.append(
-            f"  queued for {copy['endpoint']}, priority {copy['priority']}, time-to-live "
+            f"  queued for {endpoint}, priority {copy['priority']}, time-to-live "
             f"{copy['timeToLiveSecs']} s (route {copy['route']}): {copy['state']}"
         )
         for event in copy["events"]:

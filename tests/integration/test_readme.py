@@ -351,3 +351,10 @@ def hub_twin(data_dir: Path) -> dict:
         timeout=60,
     )
     return json.loads(done.stdout)["properties"]["desired"]
+
+
+def test_the_readme_route_graph_is_what_the_graph_command_prints():
+    command = snippet("### The route graph as a picture", "sh").strip()
+    printed = subprocess.run(command.split(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == snippet("prints the example deployment as a Mermaid flowchart", "mermaid")
