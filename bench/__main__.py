@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from . import amqp_bench, backlog_bench, brokers_bench, fixture_bench, mqtt_bench, routing_bench
+from . import (
+    amqp_bench,
+    backlog_bench,
+    brokers_bench,
+    fixture_bench,
+    mqtt_bench,
+    routing_bench,
+    trace_bench,
+)
 
 
 def main() -> int:
@@ -18,6 +26,7 @@ def main() -> int:
     results += backlog_bench.run()
     results += mqtt_bench.run()
     results += fixture_bench.run()
+    results += trace_bench.run()
     width = max(len(r.name) for r in results)
     missed = 0
     for r in results:

@@ -378,6 +378,10 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
     """Start the hub on a deployment: modules connect over MQTT or AMQP (TLS or WebSocket) and are routed."""
+    import gc as _gc
+
+    if os.environ.get("XGC"):
+        _gc.set_threshold(*[int(x) for x in os.environ["XGC"].split(",")])
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -1008,10 +1012,12 @@ def trace(
         {k: v for k, v in {"id": message_id, "module": module, "output": output, "limit": last}.items() if v}
     )
     answer = _call(lambda: client.request("GET", f"/trace?{query}"))
-    if not answer["tracing"]:
-        err.print("error: the hub runs with tracing off (--trace-size 0)", style="red")
-        raise typer.Exit(1)
     messages = answer["messages"]
+    if not answer["tracing"] and not messages:
+        err.print(
+            "error: the hub's message trace is off (--trace-size 0) or paused (PUT /trace)", style="red"
+        )
+        raise typer.Exit(1)
     if as_json:
         out.print_json(json.dumps(messages))
         return

@@ -97,6 +97,7 @@ class EdgeHub:
         self.metrics = registry_for(self)
         self.runner: ModuleRunner | None = None
         self._trace: MessageTrace | None = None
+        self._tracing = True
         self._stack: contextlib.AsyncExitStack | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -501,6 +502,18 @@ class EdgeHub:
             found = self._trace.find(message_id)
             return [found] if found is not None else []
         return self._trace.last(count, module, output)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether the message trace records (``--trace-size 0`` leaves it off for good)."""
+        return self._trace is not None and self._tracing
+
+    def set_tracing(self, on: bool) -> None:
+        """Pause or resume the message trace; what it holds stays readable."""
+        self._tracing = on
+        if self._trace is not None:
+            self.core.set_trace(self._trace if on else None)
+            self.deliveries.set_trace(self._trace if on else None)
 
     def recent_messages(self, after: float = 0.0, limit: int = 30) -> list[dict[str, Any]]:
         """A sample of the latest messages received after ``after`` (see ``MessageTrace.recent``)."""

@@ -66,7 +66,7 @@ def state(hub: EdgeHub, status: dict[str, Any], after: float) -> dict[str, Any]:
         "status": status,
         "verdicts": hub.route_verdicts(),
         "messages": hub.recent_messages(after, SAMPLE),
-        "tracing": hub.settings.trace_size > 0,
+        "tracing": hub.tracing,
     }
 
 

@@ -433,7 +433,19 @@ async def trace(request: web.Request) -> web.Response:
         return error(400, "BadRequest", f"query parameter 'limit' must be between 1 and {MAX_TRACE}")
     query = request.query
     messages = request.app[HUB].trace(query.get("id"), query.get("module"), query.get("output"), limit)
-    return web.json_response({"messages": messages, "tracing": request.app[HUB].settings.trace_size > 0})
+    return web.json_response({"messages": messages, "tracing": request.app[HUB].tracing})
+
+
+async def set_tracing(request: web.Request) -> web.Response:
+    """``PUT /trace {"enabled": false}`` pauses the message trace, ``true`` resumes it."""
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+        return error(400, "BadRequest", 'the body needs {"enabled": true} or {"enabled": false}')
+    hub = request.app[HUB]
+    if hub.settings.trace_size <= 0:
+        return error(409, "Conflict", "the hub runs with tracing off (--trace-size 0)")
+    hub.set_tracing(body["enabled"])
+    return web.json_response({"tracing": hub.tracing})
 
 
 async def dashboard_page(request: web.Request) -> web.Response:
@@ -483,6 +495,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", "/upstream/stream", upstream_stream),
     ("GET", "/status", status),
     ("GET", "/trace", trace),
+    ("PUT", "/trace", set_tracing),
     ("GET", "/health", health),
     ("GET", "/", dashboard_page),
     ("GET", "/static/{name}", dashboard_asset),

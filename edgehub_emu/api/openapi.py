@@ -165,7 +165,16 @@ OPENAPI: dict[str, Any] = {
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10}},
                 ],
                 "responses": {"200": _json({"type": "object"}, "The messages, oldest first"), "400": _ERROR},
-            }
+            },
+            "put": {
+                "summary": 'Pause ({"enabled": false}) or resume ({"enabled": true}) the message trace',
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {
+                    "200": _json({"type": "object"}, "Whether it records"),
+                    "400": _ERROR,
+                    "409": _ERROR,
+                },
+            },
         },
         "/": {
             "get": {

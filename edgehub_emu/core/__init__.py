@@ -8,7 +8,7 @@ from .hub_core import HubCore
 from .listener import DeviceListener
 from .methods import MethodCalls, MethodError, MethodResult
 from .telemetry import MAX_MESSAGE_SIZE, Ingest, MessageRefused, log_store_failure, message_size, new_guid
-from .trace import DELIVERED, REJECTED, RETRIED, SENT, MessageTrace
+from .trace import DELIVERED, REJECTED, RETRIED, MessageTrace
 from .twins import TwinService
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "MAX_MESSAGE_SIZE",
     "REJECTED",
     "RETRIED",
-    "SENT",
     "Authenticated",
     "AuthenticationError",
     "Authenticator",

@@ -50,6 +50,10 @@ class HubCore:
         """A new deployment's routes, for the messages that come from now on."""
         self.ingest.routes = routes
 
+    def set_trace(self, trace: MessageTrace | None) -> None:
+        """Record what becomes of messages from now on in ``trace`` (None: stop)."""
+        self.ingest.set_trace(trace)
+
     def connect(
         self, identity: Identity, proxy: DeviceProxy, token_expiry: float, features: Iterable[str] = ()
     ) -> DeviceListener:

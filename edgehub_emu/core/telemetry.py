@@ -25,7 +25,7 @@ from ..routing.message import (
     EDGE_MESSAGE_ID,
 )
 from ..store import Store, Stored
-from .trace import MessageTrace
+from .trace import BODY_KEPT, MessageTrace
 
 log = logging.getLogger("edgehub_emu.hub")
 
@@ -83,11 +83,31 @@ class Ingest:
         trace: MessageTrace | None = None,
     ) -> None:
         self.device_id = device_id
-        self.routes = routes  # replaced whole when the deployment changes
+        self.trace = trace  # what became of each message, unless tracing is off
+        self._routes = routes
+        self._record = None if trace is None else trace.record
+        if trace is not None:
+            trace.routing_with(routes)
         self.store = store
         self.counters = counters
         self.sizes = Reservoir()
-        self.trace = trace  # what became of each message, unless tracing is off
+
+    @property
+    def routes(self) -> RouteTable:
+        return self._routes
+
+    @routes.setter
+    def routes(self, table: RouteTable) -> None:
+        """Replaced whole when the deployment changes."""
+        self._routes = table
+        if self.trace is not None:
+            self.trace.routing_with(table)
+
+    def set_trace(self, trace: MessageTrace | None) -> None:
+        self.trace = trace
+        self._record = None if trace is None else trace.record
+        if trace is not None:
+            trace.routing_with(self._routes)
 
     def telemetry(self, identity: Identity, message: Message, stored: Stored) -> bool:
         """A client's message, from the identity it authenticated as. True: done (queued in memory, or
@@ -118,10 +138,10 @@ class Ingest:
         sizes.sum += size
         self.counters["messages_received"] += 1
 
-        routes = self.routes
-        copies = routes.route(message)
-        if self.trace is not None:
-            self.trace.received(identity.id, message, routes, copies)
+        copies = self._routes.route(message)
+        record = self._record
+        if record is not None:
+            record(message if size <= BODY_KEPT else MessageTrace.kept(message))
         if copies:
             return self.store.add(message, copies, stored)
         self.counters["dropped_no_route"] += 1
@@ -130,10 +150,9 @@ class Ingest:
     def route(self, message: Message, stored: Stored) -> bool:
         """Route and queue a message (see ``telemetry`` for what the result means)."""
         self.counters["messages_received"] += 1
-        routes = self.routes
-        copies = routes.route(message)
-        if self.trace is not None:
-            self.trace.received(message.source, message, routes, copies)
+        copies = self._routes.route(message)
+        if self._record is not None:
+            self._record(MessageTrace.kept(message))
         if not copies:
             self.counters["dropped_no_route"] += 1
             if log.isEnabledFor(logging.DEBUG):
@@ -147,5 +166,5 @@ class Ingest:
         """Put a message straight into an endpoint's queue, as a route would (priority 0)."""
         copies = [RoutedEndpoint(endpoint, 0, time_to_live_secs, route)]
         if self.trace is not None:
-            self.trace.received(route, message, None, copies)
+            self.trace.queued(route, message, copies)
         return self.store.add(message, copies, stored)

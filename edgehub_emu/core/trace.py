@@ -1,11 +1,16 @@
 """Where did my message go? The last messages the hub accepted, and what became of each.
 
-Kept off the hot path: receiving a message appends one tuple to a bounded ring (the message, who sent
-it, the route table it was routed with and the copies it made); a delivery event appends one tuple to
-a second ring. Nothing is looked up, formatted or explained until someone asks: then the route
-verdicts are worked out again with the table the message met (``RouteTable.explain``, the words of
-``route test``), events are matched by ``edgeMessageId``, and a copy that was neither delivered nor
-dropped and whose time-to-live has run out is reported expired.
+Kept off the hot path, and out of the garbage collector's way. Receiving a message stores who sent it,
+its body, properties, system properties and time, and the route table it met, into slots of
+preallocated lists (a ring): no object is created per message, and what is kept (strings, bytes,
+dictionaries of strings) is nothing the collector tracks, so a full ring costs the rest of the hub
+nothing. An acknowledged delivery is stored the same way in a second ring (so are the rare events: a
+delivery given back to go out again, a message dropped because no subscription matches its input).
+
+Nothing is looked up, formatted or explained until someone asks: then the message is rebuilt, the
+route verdicts and the endpoints are worked out again with the table it met (``RouteTable.explain``,
+the words of ``route test``), events are matched by ``edgeMessageId``, and a copy that was neither
+delivered nor dropped and whose time-to-live has run out is reported expired.
 
 Bodies over ``BODY_KEPT`` bytes are kept cut to that size, so the rings' memory stays bounded whatever
 modules send.
@@ -17,7 +22,7 @@ import base64
 import datetime as dt
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..routing import Message, RoutedEndpoint, RouteTable
@@ -25,57 +30,107 @@ from ..routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, EDGE_M
 from ..store import Entry
 
 DEFAULT_SIZE = 2000
-"""Messages kept; delivery events are kept for four times as many."""
+"""Messages kept; delivery events are kept for twice as many."""
 BODY_KEPT = 4096
+_SIZE = "x-edgehub-emu-trace-body-size"  # in a kept copy: the size of the body it cut
 
-SENT = "sent"
 DELIVERED = "delivered"
 RETRIED = "retried"
 REJECTED = "rejected"
 
-_Received = tuple[float, str, Message, RouteTable | None, Sequence[RoutedEndpoint], int]
-"""(time, sender, message, table or None when put straight into a queue, copies, body size)"""
+_Received = tuple[str, Message, RouteTable | None, Sequence[RoutedEndpoint], int]
+"""A kept message, rebuilt: (sender, message, the table it was routed with or None when it was put
+straight into a queue, its copies, its body's size)."""
 
 
 class MessageTrace:
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
-        self.size = size
-        self._received: deque[_Received] = deque(maxlen=max(1, size))
-        self._events: deque[tuple[float, str, str | None, str]] = deque(maxlen=max(1, size * 4))
-        self.enabled = size > 0
+        self.size = max(1, size)
+        self._messages: deque[Message] = deque(maxlen=self.size)
+        self.record: Callable[[Message], None] = self._messages.append
+        """The hot path's way in: one append of the routed message (``kept`` cuts a large body first)."""
+        self._events: deque[tuple[float, str, str | None, str]] = deque(maxlen=2 * self.size)
+        self.event: Callable[[tuple[float, str, str | None, str]], None] = self._events.append
+        """One append of ``(time, event, edgeMessageId, endpoint id)``."""
+        self._tables: list[tuple[float, RouteTable]] = []  # (in use from, table), oldest first
+        self._queued: deque[tuple[Message, str, Sequence[RoutedEndpoint]]] = deque(maxlen=self.size)
 
-    # --- the hot path: one append each -------------------------------------------------------------
+    def routing_with(self, table: RouteTable) -> None:
+        """Messages from now on are routed with ``table`` (a reload)."""
+        self._tables.append((time.time(), table))
+        oldest = self._messages[0].enqueued_time if self._messages else time.time()
+        while len(self._tables) > 1 and self._tables[1][0] <= oldest:  # none of its messages is kept
+            del self._tables[0]
 
-    def received(
-        self, sender: str, message: Message, table: RouteTable | None, copies: Sequence[RoutedEndpoint]
-    ) -> None:
-        size = len(message.body)
-        if size > BODY_KEPT:
-            message = Message(
-                message.body[:BODY_KEPT], message.properties, message.system_properties, message.enqueued_time
-            )
-        self._received.append((time.time(), sender, message, table, copies, size))
+    @staticmethod
+    def kept(message: Message) -> Message:
+        """The message as the trace keeps it: with a body over ``BODY_KEPT`` bytes, a copy with the body
+        cut (the caller compares the size first, so most messages never come here)."""
+        if len(message.body) <= BODY_KEPT:
+            return message
+        system = {**message.system_properties, _SIZE: str(len(message.body))}
+        return Message(message.body[:BODY_KEPT], message.properties, system, message.enqueued_time)
+
+    def queued(self, sender: str, message: Message, copies: Sequence[RoutedEndpoint]) -> None:
+        """A message put straight into queues, not routed (the API's injection)."""
+        kept = self.kept(message)
+        self._queued.append((kept, sender, copies))
+        self.record(kept)
+
+    def delivered(self, now: float, message: Message, endpoint_id: str) -> None:
+        """A queued copy was acknowledged."""
+        self.event((now, DELIVERED, message.system_properties.get(EDGE_MESSAGE_ID), endpoint_id))
 
     def note(self, event: str, entry: Entry) -> None:
-        """A delivery event for one queued copy."""
-        self._events.append(
-            (time.time(), event, entry.message.system_properties.get(EDGE_MESSAGE_ID), entry.endpoint_id)
-        )
+        """Another delivery event for one queued copy."""
+        message_id = entry.message.system_properties.get(EDGE_MESSAGE_ID)
+        self.event((time.time(), event, message_id, entry.endpoint_id))
+
+    def _table_at(self, when: float) -> RouteTable | None:
+        found = self._tables[0][1] if self._tables else None
+        for since, table in self._tables:
+            if since > when:
+                break
+            found = table
+        return found
+
+    def _rebuilt(self, message: Message) -> _Received:
+        system = message.system_properties
+        size = int(system.get(_SIZE) or len(message.body))
+        for queued, sender, copies in self._queued:
+            if queued is message:  # put straight into a queue: not routed
+                return sender, _uncut(message), None, copies, size
+        table = self._table_at(message.enqueued_time)
+        device, module = system.get(CONNECTION_DEVICE_ID), system.get(CONNECTION_MODULE_ID)
+        sender = f"{device}/{module}" if module else (device or message.source)
+        message = _uncut(message)
+        # the endpoints routing chose then: the same table and the same message give the same ones
+        routed = table.explain(message).endpoints if table is not None else ()
+        return sender, message, table, routed, size
+
+    def _newest(self) -> Iterator[Message]:
+        return reversed(self._messages)
 
     # --- questions ---------------------------------------------------------------------------------
 
     def find(self, message_id: str) -> dict[str, Any] | None:
-        for record in reversed(self._received):
-            if record[2].system_properties.get(EDGE_MESSAGE_ID) == message_id:
-                return self._describe(record)
+        for message in self._newest():
+            if message.system_properties.get(EDGE_MESSAGE_ID) == message_id:
+                return self._describe(self._rebuilt(message))
         return None
 
     def last(
         self, count: int = 10, module: str | None = None, output: str | None = None
     ) -> list[dict[str, Any]]:
         """The last ``count`` messages (from ``module``, through ``output``), oldest first."""
-        found = []
-        for record in self._records(module, output):
+        found: list[_Received] = []
+        for message in self._newest():
+            record = self._rebuilt(message)
+            system = message.system_properties
+            if module is not None and module not in (system.get(CONNECTION_MODULE_ID), record[0]):
+                continue
+            if output is not None and system.get(OUTPUT_NAME) != output:
+                continue
             found.append(record)
             if len(found) >= count:
                 break
@@ -86,15 +141,15 @@ class MessageTrace:
         sent them, where they were queued, their properties and body. A sample, for live views: at
         thousands of messages a second only the latest ``limit`` of each call are shown."""
         found: list[_Received] = []
-        for record in reversed(self._received):
-            if record[0] <= after or len(found) >= limit:
+        for message in self._newest():
+            if message.enqueued_time <= after or len(found) >= limit:
                 break
-            found.append(record)
+            found.append(self._rebuilt(message))
         return [
             {
                 "edgeMessageId": message.system_properties.get(EDGE_MESSAGE_ID),
-                "time": at,
-                "at": _iso(at),
+                "time": message.enqueued_time,
+                "at": _iso(message.enqueued_time),
                 "from": sender,
                 "source": message.source,
                 "endpoints": [copy.endpoint.id for copy in copies],
@@ -102,7 +157,7 @@ class MessageTrace:
                 "systemProperties": message.system_properties,
                 "body": _body(message.body, size),
             }
-            for at, sender, message, _, copies, size in reversed(found)
+            for sender, message, _, copies, size in reversed(found)
         ]
 
     def last_verdicts(self, table: RouteTable) -> dict[str, dict[str, Any]]:
@@ -110,9 +165,10 @@ class MessageTrace:
         dashboard's graph: a route that came out false or undefined says why)."""
         verdicts: dict[str, dict[str, Any]] = {}
         wanted = {route.name: route for route in table.routes}
-        for _, _, message, _, _, _ in reversed(self._received):
+        for message in self._newest():
             if not wanted:
                 break
+            message = _uncut(message)
             for name, route in list(wanted.items()):
                 if route.matches_source(message.source):
                     del wanted[name]
@@ -124,18 +180,9 @@ class MessageTrace:
                     }
         return verdicts
 
-    def _records(self, module: str | None, output: str | None) -> Iterator[_Received]:
-        for record in reversed(self._received):
-            system = record[2].system_properties
-            sender = record[1]
-            if module is not None and module not in (system.get(CONNECTION_MODULE_ID), sender):
-                continue
-            if output is not None and system.get(OUTPUT_NAME) != output:
-                continue
-            yield record
-
     def _describe(self, record: _Received) -> dict[str, Any]:
-        at, sender, message, table, copies, size = record
+        sender, message, table, copies, size = record
+        at = message.enqueued_time
         message_id = message.system_properties.get(EDGE_MESSAGE_ID)
         now = time.time()
         out: dict[str, Any] = {
@@ -152,7 +199,6 @@ class MessageTrace:
             },
         }
         if table is not None:
-            explanation = table.explain(message)
             out["routes"] = [
                 {
                     "name": v.route.name,
@@ -161,7 +207,7 @@ class MessageTrace:
                     "endpoint": str(v.route.endpoint),
                     "condition": v.route.condition.text,
                 }
-                for v in explanation.verdicts
+                for v in table.explain(message).verdicts
             ]
         events = [
             {"at": _iso(t), "event": kind, "endpoint": endpoint}
@@ -171,14 +217,13 @@ class MessageTrace:
         queued = []
         for copy in copies:
             mine = [e for e in events if e["endpoint"] == copy.endpoint.id]
-            done = any(e["event"] in (DELIVERED, REJECTED) for e in mine)
+            outcomes = {e["event"] for e in mine}
             expires = at + copy.time_to_live_secs
-            state = (
-                "delivered"
-                if any(e["event"] == DELIVERED for e in mine)
-                else "dropped (no matching subscription)"
-            )
-            if not done:
+            if DELIVERED in outcomes:
+                state = "delivered"
+            elif REJECTED in outcomes:
+                state = "dropped (no subscription matches the input)"
+            else:
                 state = "expired" if now >= expires else "waiting"
             queued.append(
                 {
@@ -197,9 +242,17 @@ class MessageTrace:
 
 
 def _iso(seconds: float) -> str:
-    return (
-        dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _uncut(message: Message) -> Message:
+    """A kept message as it was sent, but for its cut body (without the trace's size mark)."""
+    system = message.system_properties
+    if _SIZE not in system:
+        return message
+    clean = {k: v for k, v in system.items() if k != _SIZE}
+    return Message(message.body, message.properties, clean, message.enqueued_time)
 
 
 def _body(body: bytes, size: int) -> dict[str, Any]:

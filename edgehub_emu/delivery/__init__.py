@@ -59,6 +59,10 @@ class Deliveries:
         connections.observe(self.identity_changed)
         connections.observe_ready(self.identity_changed)
 
+    def set_trace(self, trace: MessageTrace | None) -> None:
+        """Note delivery events in ``trace`` from now on (None: stop)."""
+        self.stats.trace = trace
+
     def ensure(self, endpoint: Endpoint | str) -> None:
         """Deliver to ``endpoint`` (named by a route, or a message was put into its queue)."""
         if self._stopped:

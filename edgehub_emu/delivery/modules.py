@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..core import REJECTED, RETRIED, SENT, ConnectionManager, DeviceProxy, SendOutcome
+from ..core import REJECTED, RETRIED, ConnectionManager, DeviceProxy, SendOutcome
 from ..iothub import MODULE_MESSAGES
 from ..routing import ModuleEndpoint
 from ..store import Entry, Store
@@ -103,8 +103,6 @@ class ModuleDelivery:
             outcome = proxy.send_to_input(inputs[entry.endpoint_id].input_name, entry.message, entry, settle)
             if outcome is SendOutcome.SENT:
                 window.sent(entry, now)
-                if trace is not None:
-                    trace.note(SENT, entry)
             elif outcome is SendOutcome.DELIVERED:
                 self._delivered(entry)
             elif outcome is SendOutcome.REJECTED:

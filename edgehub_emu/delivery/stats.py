@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from ..core import DELIVERED, MessageTrace
+from ..core import MessageTrace
 from ..metrics import Reservoir
 from ..store import Entry
 
@@ -21,11 +21,14 @@ class DeliveryStats:
         self.trace = trace  # delivery events for the message trace, when it is on
 
     def delivered(self, entry: Entry) -> None:
-        if self.trace is not None:
-            self.trace.note(DELIVERED, entry)
         self.sent[entry.endpoint_id] += 1
+        message = entry.message
+        now = time.time()
         latency = self.latency  # Reservoir.observe, inlined: one per message
-        value = time.time() - entry.message.enqueued_time
+        value = now - message.enqueued_time
         latency.values.append(value)
         latency.count += 1
         latency.sum += value
+        trace = self.trace
+        if trace is not None:
+            trace.delivered(now, message, entry.endpoint_id)
