@@ -418,3 +418,27 @@ async def test_the_dashboard_page_is_public_its_data_needs_the_token_and_says_wh
             first.startswith(b"event: state\ndata: ")
             and json.loads(first[19:])["status"]["deviceId"] == DEVICE
         )
+
+
+async def test_the_trace_can_be_paused_and_resumed(start_hub):
+    hub = await start_hub()
+    sensor = await hub.client("SimulatedTemperatureSensor")
+    topic = f"devices/{DEVICE}/modules/SimulatedTemperatureSensor/messages/events/%24.on=temperatureOutput"
+    async with aiohttp.ClientSession() as http:
+
+        async def bodies() -> list[str]:
+            async with http.get(f"{api(hub)}/trace?limit=10") as response:
+                return [m["received"]["body"]["text"] for m in (await response.json())["messages"]]
+
+        await sensor.publish(topic, "kept")
+        async with http.put(f"{api(hub)}/trace", json={"enabled": False}) as response:
+            assert await response.json() == {"tracing": False}
+        await sensor.publish(topic, "not kept")
+        assert await bodies() == ["kept"]  # what it held stays readable
+        async with http.put(f"{api(hub)}/trace", json={"enabled": True}) as response:
+            assert await response.json() == {"tracing": True}
+        await sensor.publish(topic, "kept again")
+        assert await bodies() == ["kept", "kept again"]
+        async with http.put(f"{api(hub)}/trace", json={"enabled": "no"}) as response:
+            assert response.status == 400
+    sensor.stop()
