@@ -33,8 +33,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """One browser per test: Playwright's sync API runs an event loop of its own in this thread while it
+    is open, which the asyncio tests that may follow on the same worker must not find running."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium_path(), args=FLAGS)
         yield launched
