@@ -495,7 +495,7 @@ class EdgeHub:
         """What became of messages the hub accepted: the one with ``edgeMessageId`` ``message_id``, or
         the last ``count`` (from ``module``, through ``output``), oldest first. Each says who sent it,
         what every route made of it and why, the endpoints it was queued for, and what happened there
-        (sent, delivered, retried, dropped, expired). Empty when tracing is off (``--trace-size 0``)."""
+        (delivered, retried, dropped, expired). Empty when tracing is off (``--trace-size 0``)."""
         if self._trace is None:
             return []
         if message_id is not None:
