@@ -44,7 +44,7 @@ from ..mqtt.topic_trie import filter_matches
 from ..routing import Message
 from ..settings import Settings
 from ..upstream import UpstreamRecord
-from ..views import format_trace
+from ..views import format_trace, to_dot, to_mermaid, to_svg
 
 T = TypeVar("T")
 _addresses = itertools.count(2)
@@ -263,6 +263,11 @@ class EdgeHubFixture:
         """What became of the latest messages (or of one ``edgeMessageId``): see ``EdgeHub.trace``;
         ``edgehub_emu.views.format_trace`` prints one as ``edgehub-emu trace`` does."""
         return self._call(lambda: self.hub.trace(message_id, module, output, count))
+
+    def graph(self, output_format: str = "mermaid") -> str:
+        """The running deployment's routes as a picture: ``mermaid``, ``dot`` or ``svg`` text."""
+        render = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_svg}[output_format]
+        return self._call(lambda: render(self.hub.graph()))
 
     def connected(self, module: str) -> bool:
         return self._call(lambda: self.hub.is_connected(module))

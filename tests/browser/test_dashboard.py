@@ -105,7 +105,11 @@ def test_a_method_a_desired_property_and_an_injected_message_from_the_page(page:
     page.fill("#filter", "987.5")
     arrived = page.locator("#message-list li", has_text="from edge-device/filtermodule")
     expect(arrived.first).to_contain_text("$upstream")
-    expect(page.locator("#message-list li", has_text="from api")).to_contain_text(
-        "edge-device/filtermodule/input1"
+    injected = page.locator("#message-list li", has_text="from api")
+    expect(injected).to_contain_text("edge-device/filtermodule/input1")
+    injected.locator("details.trace summary").click()  # where did it go? delivered to filtermodule
+    expect(injected.locator(".trace-text")).to_contain_text(
+        "queued for edge-device/filtermodule/input1, priority 0"
     )
+    expect(injected.locator(".trace-text")).to_contain_text(": delivered")
     page.screenshot(path=str(artifacts / "dashboard-actions.png"), full_page=True)

@@ -324,3 +324,12 @@ def test_the_trace_says_what_became_of_each_message_and_a_failed_wait_prints_it(
     assert "undefined       hot" in text and "$body is unreadable" in text
     assert "dropped: no_route" in text
     assert "expired: its time-to-live ran out before delivery" in text
+
+
+@pytest.mark.edgehub(manifest=TRACED)
+def test_the_fixture_draws_the_running_deployment(edgehub):
+    mermaid = edgehub.graph()
+    assert mermaid.startswith("flowchart LR") and "hot<br/>" in mermaid and "toFilter<br/>" in mermaid
+    assert "WHERE $body.machine.temperature #gt; 30" in mermaid
+    assert edgehub.graph("dot").startswith("digraph deployment {")
+    assert 'data-route="hot"' in edgehub.graph("svg")

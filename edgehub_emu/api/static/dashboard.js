@@ -205,10 +205,40 @@ function renderMessages() {
       <span class="meta">${escapeHtml(m.at.split("T")[1] || m.at)} from ${escapeHtml(m.from)} → </span><span class="to">${escapeHtml(to)}</span>
       <pre>${escapeHtml(text)}</pre>
       <details><summary>properties</summary><pre>${escapeHtml(JSON.stringify({ properties: m.properties, systemProperties: m.systemProperties }, null, 2))}</pre></details>
+      <details class="trace" data-id="${escapeHtml(m.edgeMessageId || "")}"><summary>trace: where did it go?</summary><pre class="trace-text"></pre></details>
     </li>`);
   }
   $("message-list").innerHTML = shown.join("");
+  for (const details of document.querySelectorAll("#message-list details.trace")) {
+    details.addEventListener("toggle", () => { if (details.open) showTrace(details); });
+  }
   $("message-count").textContent = `${view.messages.length} kept, ${shown.length} shown`;
+}
+
+async function showTrace(details) {
+  const out = details.querySelector(".trace-text");
+  out.textContent = "tracing…";
+  try {
+    const traced = await answer(await api("GET", `/trace?id=${encodeURIComponent(details.dataset.id)}`));
+    out.textContent = traced.messages.length ? traceText(traced.messages[0]) : "no longer in the trace (it keeps the latest messages)";
+  } catch (error) {
+    out.textContent = error.message;
+  }
+}
+
+function traceText(m) {
+  const outcome = { fired: "matched", false: "false", undefined: "undefined", source_mismatch: "not this source" };
+  const lines = [`received ${m.received.at} from ${m.received.from}${m.received.output ? `, output ${m.received.output}` : ""}`];
+  for (const r of m.routes || []) {
+    lines.push(`  ${(outcome[r.outcome] || r.outcome).padEnd(16)}${r.name}`);
+    for (const why of r.reasons) lines.push(`${" ".repeat(18)}${why}`);
+  }
+  if (m.dropped) lines.push(`dropped: ${m.dropped} (no route took it)`);
+  for (const q of m.queued) {
+    lines.push(`queued for ${q.endpoint === "iothub" ? "$upstream" : q.endpoint}, priority ${q.priority}, time-to-live ${q.timeToLiveSecs} s (route ${q.route}): ${q.state}`);
+    for (const e of q.events) lines.push(`  ${e.at} ${e.event}`);
+  }
+  return lines.join("\n");
 }
 
 // --- the live stream -----------------------------------------------------------------------------
