@@ -163,7 +163,9 @@ class Ingest:
     def enqueue(
         self, endpoint: Endpoint, message: Message, time_to_live_secs: int, stored: Stored, route: str = "api"
     ) -> bool:
-        """Put a message straight into an endpoint's queue, as a route would (priority 0)."""
+        """Put a message straight into an endpoint's queue, as a route would (priority 0). It gets an
+        ``edgeMessageId`` as every message the hub accepts does, so that it can be traced."""
+        message.system_properties.setdefault(EDGE_MESSAGE_ID, new_guid())
         copies = [RoutedEndpoint(endpoint, 0, time_to_live_secs, route)]
         if self.trace is not None:
             self.trace.queued(route, message, copies)

@@ -11,6 +11,7 @@ const view = {
   messages: [],      // newest last
   selected: null,    // module shown in the detail panel
   modules: [],
+  traces: new Map(), // edgeMessageId -> trace text, for the traces open in the message list
 };
 const MAX_MESSAGES = 300;
 
@@ -205,24 +206,33 @@ function renderMessages() {
       <span class="meta">${escapeHtml(m.at.split("T")[1] || m.at)} from ${escapeHtml(m.from)} → </span><span class="to">${escapeHtml(to)}</span>
       <pre>${escapeHtml(text)}</pre>
       <details><summary>properties</summary><pre>${escapeHtml(JSON.stringify({ properties: m.properties, systemProperties: m.systemProperties }, null, 2))}</pre></details>
-      <details class="trace" data-id="${escapeHtml(m.edgeMessageId || "")}"><summary>trace: where did it go?</summary><pre class="trace-text"></pre></details>
+      <details class="trace" data-id="${escapeHtml(m.edgeMessageId || "")}"${view.traces.has(m.edgeMessageId) ? " open" : ""}><summary>trace: where did it go?</summary><pre class="trace-text">${escapeHtml(view.traces.get(m.edgeMessageId) || "")}</pre></details>
     </li>`);
   }
   $("message-list").innerHTML = shown.join("");
   for (const details of document.querySelectorAll("#message-list details.trace")) {
-    details.addEventListener("toggle", () => { if (details.open) showTrace(details); });
+    details.addEventListener("toggle", () => {
+      if (details.open && !view.traces.has(details.dataset.id)) showTrace(details);
+      if (!details.open) view.traces.delete(details.dataset.id);
+    });
   }
   $("message-count").textContent = `${view.messages.length} kept, ${shown.length} shown`;
 }
 
 async function showTrace(details) {
-  const out = details.querySelector(".trace-text");
-  out.textContent = "tracing…";
+  // kept in view.traces: the list is drawn again each second, and an open trace stays open
+  const id = details.dataset.id;
+  view.traces.set(id, "tracing…");
+  let text;
   try {
-    const traced = await answer(await api("GET", `/trace?id=${encodeURIComponent(details.dataset.id)}`));
-    out.textContent = traced.messages.length ? traceText(traced.messages[0]) : "no longer in the trace (it keeps the latest messages)";
+    const traced = await answer(await api("GET", `/trace?id=${encodeURIComponent(id)}`));
+    text = traced.messages.length ? traceText(traced.messages[0]) : "no longer in the trace (it keeps the latest messages)";
   } catch (error) {
-    out.textContent = error.message;
+    text = error.message;
+  }
+  view.traces.set(id, text);
+  for (const shown of document.querySelectorAll(`#message-list details.trace[data-id="${CSS.escape(id)}"] .trace-text`)) {
+    shown.textContent = text;
   }
 }
 
