@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ STATIC = {
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
 }
-PUBLIC_PATHS = frozenset({"/", "/index.html", *(f"/static/{name}" for name in STATIC)})
+PUBLIC_PATHS = frozenset({"/", *(f"/static/{name}" for name in STATIC)})
 """What is served without the API token: the page and its assets, which hold no data."""
 
 
@@ -71,7 +72,10 @@ def state(hub: EdgeHub, status: dict[str, Any], after: float) -> dict[str, Any]:
 
 
 async def stream(
-    request: web.Request, hub: EdgeHub, status_of: Any, streams: set[asyncio.Task[Any]]
+    request: web.Request,
+    hub: EdgeHub,
+    status_of: Callable[[EdgeHub], dict[str, Any]],
+    streams: set[asyncio.Task[Any]],
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
