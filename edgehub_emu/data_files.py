@@ -45,6 +45,21 @@ def set_aside(path: Path) -> Path:
     return target
 
 
+def write_json(path: Path, value: Any, *, indent: int | None = None, private: bool = False) -> None:
+    """Write a JSON file whole: a temporary file beside it, then a rename, so that a crash leaves the
+    old file or the new one, never half of one. ``private``: readable by its owner only (keys)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=indent), encoding="utf-8")
+    if private:
+        os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def failure_reason(exc: OSError) -> str:
+    """How a failed write reads in the log: "disk full", or the system's words."""
+    return "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+
+
 class JsonFile:
     """A JSON file of the data directory, written whole (a temporary file, then a rename) at each change.
 
@@ -58,23 +73,20 @@ class JsonFile:
         self._failing = False
 
     def write(self, value: Any) -> bool:
-        tmp = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(value), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_json(self.path, value)
         except OSError as exc:
             if not self._failing:
                 self._failing = True
-                reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
                 log.error(
                     "cannot save %s (%s): %s are kept in memory and saved at the next change",
                     self.path,
-                    reason,
+                    failure_reason(exc),
                     self.holds,
                 )
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+                self.path.with_suffix(".tmp").unlink(missing_ok=True)
             return False
         if self._failing:
             self._failing = False

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import ssl
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .api import Apps, server_options, websocket_handler
+from .data_files import write_json
 from .heads.amqp import AmqpHead
 from .mqtt.server import MqttServer
 from .settings import Settings, is_loopback
@@ -234,8 +234,5 @@ def write_endpoints(
 ) -> None:
     """``endpoints.json`` says a hub runs on this data directory, and where (and ``about`` it: its device
     id and manifest, for the CLI's other commands); it goes when the hub stops."""
-    tmp = path.with_suffix(".tmp")
-    document = {**endpoints.as_dict(), **(about or {}), "pid": os.getpid()}
-    tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, {**endpoints.as_dict(), **(about or {}), "pid": os.getpid()}, indent=2)
     stack.callback(path.unlink, missing_ok=True)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data_files import DamagedFile
+from ..data_files import DamagedFile, write_json
 
 SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
 
@@ -91,10 +90,7 @@ class IdentityRegistry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         stored = self._read()
         stored.update({i.id: [i.primary_key, i.secondary_key] for i in self._identities.values()})
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"keys": stored}, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_json(self.path, {"keys": stored}, indent=2, private=True)
 
     def get(self, identity_id: str) -> Identity | None:
         """An identity by id. A module of a leaf device (``child/filtermodule``) exists whenever the leaf

@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import os
 import secrets
 import time
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..data_files import write_json
 from .sas import MAX_CLOCK_SKEW_SECS, SasError, parse_token, sign
 
 POLICY = "iothubowner"
@@ -31,10 +31,7 @@ def service_key(data_dir: Path) -> str:
         pass
     key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({POLICY: key}), encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_json(path, {POLICY: key}, private=True)
     return key
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from zlib import crc32
 
-from ..data_files import DamagedFile
+from ..data_files import DamagedFile, failure_reason, write_json
 from ..routing import Message, RoutedEndpoint
 from .base import Entry, Lane, Lanes, QueueInfo, Stored, StoreError, earliest
 
@@ -279,7 +278,7 @@ class LogStore:
         if lane is None:  # a new lane: numbered, and the number written down before any record uses it
             key = len(self._by_key)
             known = [[self._by_key[k].endpoint_id, self._by_key[k].priority] for k in self._by_key]
-            _write_json(self.directory / "lanes.json", {"lanes": [*known, [endpoint_id, priority]]})
+            write_json(self.directory / "lanes.json", {"lanes": [*known, [endpoint_id, priority]]})
             lane = self._lanes.lane(endpoint_id, priority, key)
             self._by_key[key] = lane
         return lane
@@ -301,7 +300,7 @@ class LogStore:
                 except OSError as exc:  # (disk full): refused like a failed commit, said once
                     self._failed(exc, self.directory / "lanes.json")
                     self._loop.call_soon(
-                        stored, StoreError(f"the message could not be stored: {_reason(exc)}")
+                        stored, StoreError(f"the message could not be stored: {failure_reason(exc)}")
                     )
                     return False
             expiry = now + c.time_to_live_secs
@@ -396,7 +395,7 @@ class LogStore:
             os.ftruncate(segment.fd, start)
         segment.size = start
         self._failed(exc, segment.path)
-        error = StoreError(f"the message could not be stored: {_reason(exc)}")
+        error = StoreError(f"the message could not be stored: {failure_reason(exc)}")
         for stored in callbacks:
             stored(error)
 
@@ -405,7 +404,9 @@ class LogStore:
         if not self._failing:
             self._failing = True
             log.error(
-                "the store cannot write to %s (%s): messages are refused until it can", path, _reason(exc)
+                "the store cannot write to %s (%s): messages are refused until it can",
+                path,
+                failure_reason(exc),
             )
 
     def _writes_again(self) -> None:
@@ -681,7 +682,7 @@ class LogStore:
 
     def _write_checkpoints(self) -> None:
         self._checkpoints_dirty = False
-        _write_json(
+        write_json(
             self.directory / "checkpoints.json",
             {str(key): self._checkpoint(lane) for key, lane in self._by_key.items()},
         )
@@ -721,10 +722,6 @@ class LogStore:
         for segment in self._segments.values():
             os.close(segment.fd)
         self._segments.clear()
-
-
-def _reason(exc: OSError) -> str:
-    return "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -777,12 +774,6 @@ def _read_checkpoints(directory: Path) -> dict[int, int]:
 def _read_index(path: Path) -> dict[int, _LaneIndex]:
     with open(path, "rb") as f:
         return {key: _LaneIndex.load(value) for key, value in pickle.load(f).items()}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_queues(directory: Path, now: float | None = None) -> list[QueueInfo]:
