@@ -985,8 +985,7 @@ def graph(
         raise typer.BadParameter("mermaid, dot or svg", param_hint="--format")
     settings = _settings(device_id=device_id, manifest=manifest)
     deployment, table = _load(settings.manifest, settings.device_id, env_file)
-    bridges = [b.endpoint for b in deployment.broker.bridges] if deployment.broker is not None else []
-    picture = deployment_graph(table, deployment.module_names, bridges)
+    picture = deployment_graph(deployment, table)
     text = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_svg}[output_format](picture)
     if output is None:
         sys.stdout.write(text)

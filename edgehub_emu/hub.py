@@ -521,10 +521,8 @@ class EdgeHub:
 
     def graph(self) -> Graph:
         """The running deployment's routes as a graph (``edgehub_emu.views``)."""
-        deployment = self.deployment
-        assert deployment is not None
-        bridges = [b.endpoint for b in deployment.broker.bridges] if deployment.broker is not None else []
-        return deployment_graph(self._routes(), deployment.module_names, bridges)
+        assert self.deployment is not None
+        return deployment_graph(self.deployment, self._routes())
 
     def route_verdicts(self) -> dict[str, dict[str, Any]]:
         """Per route: what it made of the last message from its source, and why."""

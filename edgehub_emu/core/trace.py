@@ -53,7 +53,8 @@ class MessageTrace:
         self.event: Callable[[tuple[float, str, str | None, str]], None] = self._events.append
         """One append of ``(time, event, edgeMessageId, endpoint id)``."""
         self._tables: list[tuple[float, RouteTable]] = []  # (in use from, table), oldest first
-        self._queued: deque[tuple[Message, str, Sequence[RoutedEndpoint]]] = deque(maxlen=self.size)
+        self._queued: dict[str | None, tuple[str, Sequence[RoutedEndpoint]]] = {}
+        """By edgeMessageId: messages put straight into queues (the API's), with who put them there."""
 
     def routing_with(self, table: RouteTable) -> None:
         """Messages from now on are routed with ``table`` (a reload)."""
@@ -73,9 +74,11 @@ class MessageTrace:
 
     def queued(self, sender: str, message: Message, copies: Sequence[RoutedEndpoint]) -> None:
         """A message put straight into queues, not routed (the API's injection)."""
-        kept = self.kept(message)
-        self._queued.append((kept, sender, copies))
-        self.record(kept)
+        self._queued[message.system_properties.get(EDGE_MESSAGE_ID)] = (sender, copies)
+        self.record(self.kept(message))
+        if len(self._queued) > 2 * self.size:  # forget those the ring no longer holds
+            held = {m.system_properties.get(EDGE_MESSAGE_ID) for m in self._messages}
+            self._queued = {k: v for k, v in self._queued.items() if k in held}
 
     def delivered(self, now: float, message: Message, endpoint_id: str) -> None:
         """A queued copy was acknowledged."""
@@ -97,9 +100,9 @@ class MessageTrace:
     def _rebuilt(self, message: Message) -> _Received:
         system = message.system_properties
         size = int(system.get(_SIZE) or len(message.body))
-        for queued, sender, copies in self._queued:
-            if queued is message:  # put straight into a queue: not routed
-                return sender, _uncut(message), None, copies, size
+        queued = self._queued.get(system.get(EDGE_MESSAGE_ID))
+        if queued is not None:  # put straight into a queue: not routed
+            return queued[0], _uncut(message), None, queued[1], size
         table = self._table_at(message.enqueued_time)
         device, module = system.get(CONNECTION_DEVICE_ID), system.get(CONNECTION_MODULE_ID)
         sender = f"{device}/{module}" if module else (device or message.source)
@@ -168,16 +171,21 @@ class MessageTrace:
         for message in self._newest():
             if not wanted:
                 break
+            message_id = message.system_properties.get(EDGE_MESSAGE_ID)
+            if message_id in self._queued:  # not routed
+                continue
             message = _uncut(message)
-            for name, route in list(wanted.items()):
-                if route.matches_source(message.source):
-                    del wanted[name]
-                    explained = next(v for v in table.explain(message).verdicts if v.route.name == name)
-                    verdicts[name] = {
-                        "outcome": explained.outcome,
-                        "reasons": list(explained.reasons),
-                        "edgeMessageId": message.system_properties.get(EDGE_MESSAGE_ID),
-                    }
+            matching = [name for name, route in wanted.items() if route.matches_source(message.source)]
+            if not matching:
+                continue
+            explained = {v.route.name: v for v in table.explain(message).verdicts}  # once per message
+            for name in matching:
+                del wanted[name]
+                verdicts[name] = {
+                    "outcome": explained[name].outcome,
+                    "reasons": list(explained[name].reasons),
+                    "edgeMessageId": message_id,
+                }
         return verdicts
 
     def _describe(self, record: _Received) -> dict[str, Any]:

@@ -10,9 +10,9 @@ module and device (``/messages/*``); that is the edge's start. Its ``INTO`` is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..manifest import Deployment
 from ..routing import DEFAULT_PRIORITY, BridgeEndpoint, ModuleEndpoint, RouteTable
 
 UPSTREAM = "$upstream"
@@ -28,7 +28,6 @@ class Node:
     kind: str  # "module", "upstream", "everything", "devices", "bridge", "other"
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,10 @@ def _source(source: str) -> tuple[str, str | None]:
     return DEVICES, None
 
 
-def deployment_graph(table: RouteTable, modules: Sequence[str], bridges: Sequence[str] = ()) -> Graph:
-    """The graph of a deployment's routes over its modules (and the broker's bridges, by endpoint)."""
-    nodes: dict[str, Node] = {name: Node(name, name, "module") for name in modules}
+def deployment_graph(deployment: Deployment, table: RouteTable) -> Graph:
+    """The graph of a deployment's routes (``table``, compiled from it) over its modules, with the
+    broker mode's bridges."""
+    nodes: dict[str, Node] = {name: Node(name, name, "module") for name in deployment.module_names}
     edges: list[Edge] = []
 
     def node(node_id: str) -> Node:
@@ -110,9 +110,9 @@ def deployment_graph(table: RouteTable, modules: Sequence[str], bridges: Sequenc
                 endpoint.id,
             )
         )
-    for remote in bridges:
-        bridge = Node(f"bridge:{remote}", f"bridge to {remote}", "bridge", detail="user topics")
-        nodes[bridge.id] = bridge
+    for bridge in deployment.broker.bridges if deployment.broker is not None else ():
+        node_id = f"bridge:{bridge.endpoint}"
+        nodes[node_id] = Node(node_id, f"bridge to {bridge.endpoint}", "bridge")
     return Graph(nodes, edges)
 
 

@@ -22,7 +22,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def example_graph():
     deployment = load_deployment(ROOT / "config" / "deployment.json")
-    return deployment_graph(compile_routes(deployment, "edge-device"), deployment.module_names)
+    return deployment_graph(deployment, compile_routes(deployment, "edge-device"))
 
 
 def harder_graph():
@@ -36,7 +36,7 @@ def harder_graph():
         'INTO BrokeredEndpoint("/modules/filtermodule/inputs/raw")',
     }
     deployment = parse_deployment(doc, env={})
-    return deployment_graph(compile_routes(deployment, "edge-device"), deployment.module_names)
+    return deployment_graph(deployment, compile_routes(deployment, "edge-device"))
 
 
 def test_the_example_graph_has_the_modules_their_ports_upstream_and_both_routes():
@@ -166,3 +166,12 @@ def test_the_graph_command_prints_each_format_and_writes_files(tmp_path: Path, o
 def test_an_unknown_format_is_refused_by_name():
     done = subprocess.run([EXE, "graph", "-f", "png"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "mermaid, dot or svg" in done.stderr
+
+
+def test_the_broker_modes_bridges_are_nodes():
+    deployment = load_deployment(ROOT / "config" / "bridge.json")
+    graph = deployment_graph(deployment, compile_routes(deployment, "edge-device"))
+    bridges = [n for n in graph.nodes.values() if n.kind == "bridge"]
+    assert [b.id for b in bridges] == [f"bridge:{b.endpoint}" for b in deployment.broker.bridges]
+    assert bridges and all(b.label.startswith("bridge to ") for b in bridges)
+    assert "bridge to" in to_mermaid(graph) and 'data-kind="bridge"' in to_svg(graph)
