@@ -50,16 +50,9 @@ async def invoke(request: web.Request) -> web.Response:
         connect_timeout = float(body.get("connectTimeoutInSeconds", 0))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return _message(400, 'the body must be a JSON object with a "methodName"')
-    target_device = request.match_info["device"]
-    target_module = request.match_info.get("module")
-    target = f"{target_device}/{target_module}" if target_module else target_device
     try:
-        result = await hub.invoke_method(
-            target,
-            name,
-            body.get("payload"),
-            response_timeout=response_timeout,
-            connect_timeout=connect_timeout,
+        result = await service.call_method(
+            hub, request, name, body.get("payload"), response_timeout, connect_timeout
         )
     except MethodError as exc:
         return _message(exc.status, str(exc))

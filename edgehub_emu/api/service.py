@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..core import MethodError
+from ..core import MethodError, MethodResult
 from ..identity import SasError, check_service_token
 from ..iothub import TwinError
 
@@ -167,6 +167,27 @@ async def modules(request: web.Request) -> web.Response:
     return web.json_response([_module_json(hub, hub.identity_id(m)) for m in hub.modules])
 
 
+async def call_method(
+    hub: EdgeHub,
+    request: web.Request,
+    name: str,
+    payload: Any,
+    response_timeout: float,
+    connect_timeout: float,
+) -> MethodResult:
+    """Call a direct method on the device or module the request's path names (``{device}`` and, for a
+    module, ``{module}``): what this API and the module-to-module endpoint both do, each answering in
+    its own words. Raises ``MethodError``."""
+    device, module = request.match_info["device"], request.match_info.get("module")
+    return await hub.invoke_method(
+        f"{device}/{module}" if module else device,
+        name,
+        payload,
+        response_timeout=response_timeout,
+        connect_timeout=connect_timeout,
+    )
+
+
 async def invoke(request: web.Request) -> web.Response:
     """A direct method from the cloud side (the module-to-module endpoint hands these over)."""
     if (refused := authorized(request)) is not None:
@@ -182,15 +203,9 @@ async def invoke(request: web.Request) -> web.Response:
         connect_timeout = float(body.get("connectTimeoutInSeconds") or 0)
     except (TypeError, ValueError):
         return hub_error(400, "ArgumentInvalid", "the time-outs must be numbers of seconds")
-    device, module_id = request.match_info["device"], request.match_info.get("module")
-    target = f"{device}/{module_id}" if module_id else device
     try:
-        result = await request.app[HUB].invoke_method(
-            target,
-            name,
-            body.get("payload"),
-            response_timeout=response_timeout,
-            connect_timeout=connect_timeout,
+        result = await call_method(
+            request.app[HUB], request, name, body.get("payload"), response_timeout, connect_timeout
         )
     except MethodError as exc:
         code = {404: "DeviceNotOnline", 504: "GatewayTimeoutException"}.get(exc.status, "ArgumentInvalid")
