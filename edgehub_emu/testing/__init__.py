@@ -3,9 +3,10 @@ and ``HubProcess``, ``edgehub-emu run`` as a child process."""
 
 from ..core import MethodError
 from .plugin import EdgeHubFixture, TopicWatch, Upstream, hub_settings
-from .process import HubProcess, HubProcessError
+from .process import FREE_PORTS, HubProcess, HubProcessError
 
 __all__ = [
+    "FREE_PORTS",
     "EdgeHubFixture",
     "HubProcess",
     "HubProcessError",

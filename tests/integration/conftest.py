@@ -51,6 +51,20 @@ def manifest(
     return parse_deployment(doc, env={})
 
 
+def free_port_settings(data_dir: Path, **more: Any) -> Settings:
+    """The example deployment's hub on free ports, for tests that start and stop ``EdgeHub`` themselves."""
+    return Settings(
+        manifest=ROOT / "config" / "deployment.json",
+        data_dir=data_dir,
+        mqtts_port=0,
+        amqps_port=0,
+        https_port=0,
+        http_port=0,
+        metrics_port=0,
+        **more,
+    )
+
+
 @dataclass
 class Client:
     """A paho client plus what it received."""

@@ -17,6 +17,23 @@ from edgehub_emu.routing import Message as HubMessage
 from .conftest import EXAMPLE, IOTHUB, Hub
 
 
+def connect_by_hand(port: int, client_id: str, clean: bool = True) -> tuple[mqtt.Client, int, bool]:
+    """A paho client on the plain MQTT port, its loop run here until the CONNACK: (the client, the
+    CONNACK's code as paho reports it, whether a session was present)."""
+    paho = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=mqtt.MQTTv311
+    )
+    answers: list[tuple[int, bool]] = []
+    paho.on_connect = lambda _c, _u, flags, rc, _p: answers.append((rc.value, flags.session_present))
+    paho.connect("127.0.0.1", port)
+    for _ in range(50):
+        paho.loop(0.1)
+        if answers:
+            break
+    assert answers, f"no CONNACK for {client_id}"
+    return paho, *answers[0]
+
+
 def broker_manifest(authorizations: list[dict[str, Any]]) -> Any:
     doc = json.loads(json.dumps(EXAMPLE))
     hub = doc["modulesContent"]["$edgeHub"]["properties.desired"]
@@ -132,16 +149,9 @@ async def test_an_anonymous_dev_tool_cannot_take_a_modules_client_id(start_hub: 
     await hub.hub.send_to_input("filtermodule", "input1", HubMessage(body=b"for the module"))
 
     def connack(client_id: str) -> int:
-        paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        codes: list[int] = []
-        paho.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc.value)
-        paho.connect("127.0.0.1", hub.hub.endpoints.mqtt_port)
-        for _ in range(50):
-            paho.loop(0.1)
-            if codes:
-                break
+        paho, code, _ = connect_by_hand(hub.hub.endpoints.mqtt_port, client_id)
         paho.disconnect()
-        return codes[0]
+        return code
 
     assert await asyncio.to_thread(connack, "edge-device/filtermodule") == 133  # CONNACK 2
     assert await asyncio.to_thread(connack, "my-tool") == 0  # any other id is fine
@@ -157,17 +167,8 @@ async def test_persistent_sessions_of_tools_expire_and_the_modules_stay(start_hu
     )
 
     def connect(client_id: str) -> tuple[mqtt.Client, list[bool]]:
-        paho = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311
-        )
-        present: list[bool] = []
-        paho.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
-        paho.connect("127.0.0.1", hub.hub.endpoints.mqtt_port)
-        for _ in range(50):
-            paho.loop(0.1)
-            if present:
-                break
-        return paho, present
+        paho, _, present = connect_by_hand(hub.hub.endpoints.mqtt_port, client_id, clean=False)
+        return paho, [present]
 
     module = await hub.client("filtermodule", clean=False)  # away first: longer than the tool
     await module.subscribe("devices/edge-device/modules/filtermodule/#")

@@ -11,29 +11,15 @@ from pathlib import Path
 import pytest
 
 from edgehub_emu.hub import EdgeHub, HubError
-from edgehub_emu.settings import Settings
 
-from .conftest import DEVICE, Hub
+from .conftest import DEVICE, Hub, free_port_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXE = str(Path(sys.executable).with_name("edgehub-emu"))
 
 
-def settings(data_dir: Path, **more) -> Settings:
-    return Settings(
-        manifest=ROOT / "config" / "deployment.json",
-        data_dir=data_dir,
-        mqtts_port=0,
-        amqps_port=0,
-        https_port=0,
-        http_port=0,
-        metrics_port=0,
-        **more,
-    )
-
-
 async def _first_run(data_dir: Path) -> str:
-    async with EdgeHub(settings(data_dir)) as hub:
+    async with EdgeHub(free_port_settings(data_dir)) as hub:
         hub.patch_desired("filtermodule", {"tempLimit": 77})
         return hub.connection_string("filtermodule")
 
@@ -52,7 +38,7 @@ async def test_a_damaged_file_stops_the_start_and_names_itself(tmp_path: Path, n
         (tmp_path / (name + companion)).unlink(missing_ok=True)
     (tmp_path / name).write_bytes(damage)
     with pytest.raises(HubError) as refused:
-        await EdgeHub(settings(tmp_path)).start()
+        await EdgeHub(free_port_settings(tmp_path)).start()
     said = str(refused.value)
     assert str(tmp_path / name) in said and "is damaged" in said
     assert holds in said and "--reset-damaged" in said
@@ -74,7 +60,7 @@ async def test_a_damaged_file_stops_the_start_and_names_itself(tmp_path: Path, n
     if name == "identities.json":  # the CLI reads it too: the same words, no traceback
         assert creds.returncode == 1 and "is damaged" in creds.stderr and "Traceback" not in creds.stderr
 
-    async with EdgeHub(settings(tmp_path, reset_damaged=True)) as hub:  # a fresh start, asked for
+    async with EdgeHub(free_port_settings(tmp_path, reset_damaged=True)) as hub:  # a fresh start, asked for
         kept = hub.connection_string("filtermodule")
     assert list(tmp_path.glob(f"{name}.corrupt-*"))  # set aside, not deleted
     if name == "identities.json":
@@ -101,7 +87,7 @@ async def _received(hub: EdgeHub, count: int) -> list[bytes]:
 async def test_damaged_queue_files_stop_the_start_and_a_fresh_start_says_what_comes_of_the_queue(
     tmp_path: Path, name
 ):
-    async with EdgeHub(settings(tmp_path)) as hub:  # m0-m2 delivered, m3 waits
+    async with EdgeHub(free_port_settings(tmp_path)) as hub:  # m0-m2 delivered, m3 waits
         sensor = await Hub(hub).client("SimulatedTemperatureSensor")
         for i in range(3):
             await sensor.publish(SENSOR_OUT, f"m{i}")
@@ -111,10 +97,10 @@ async def test_damaged_queue_files_stop_the_start_and_a_fresh_start_says_what_co
     damaged = tmp_path / "queue" / name
     damaged.write_text('{"lanes": [[')
     with pytest.raises(HubError) as refused:
-        await EdgeHub(settings(tmp_path)).start()
+        await EdgeHub(free_port_settings(tmp_path)).start()
     said = str(refused.value)
     assert f"{damaged} is damaged" in said and "--reset-damaged" in said
-    async with EdgeHub(settings(tmp_path, reset_damaged=True)) as hub:
+    async with EdgeHub(free_port_settings(tmp_path, reset_damaged=True)) as hub:
         if name == "lanes.json":  # no record can be placed without it: the whole log is set aside
             assert "which queue each waiting message belongs to" in said
             assert list(tmp_path.glob("queue.corrupt-*/00000001.log"))
@@ -127,7 +113,7 @@ async def test_damaged_queue_files_stop_the_start_and_a_fresh_start_says_what_co
 async def test_a_damaged_record_in_the_queue_is_named_and_counted_and_the_rest_delivered(
     tmp_path: Path, caplog
 ):
-    async with EdgeHub(settings(tmp_path)) as hub:
+    async with EdgeHub(free_port_settings(tmp_path)) as hub:
         sensor = await Hub(hub).client("SimulatedTemperatureSensor")
         for i in range(20):
             await sensor.publish(SENSOR_OUT, f"m{i:02d}")  # one record each (each waits for its PUBACK)
@@ -136,7 +122,7 @@ async def test_a_damaged_record_in_the_queue_is_named_and_counted_and_the_rest_d
     data = bytearray(segment.read_bytes())
     data[data.index(b"m10") + 1] ^= 0xFF  # as a failing disk would
     segment.write_bytes(bytes(data))
-    async with EdgeHub(settings(tmp_path)) as hub:
+    async with EdgeHub(free_port_settings(tmp_path)) as hub:
         got = await _received(hub, 19)
     assert got == [f"m{i:02d}".encode() for i in range(20) if i != 10]
     (line,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]

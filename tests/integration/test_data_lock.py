@@ -10,28 +10,18 @@ from pathlib import Path
 import pytest
 
 from edgehub_emu.hub import EdgeHub, HubError
-from edgehub_emu.settings import Settings
+from edgehub_emu.testing import FREE_PORTS
+
+from .conftest import free_port_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def settings(data_dir: Path) -> Settings:
-    return Settings(
-        manifest=ROOT / "config" / "deployment.json",
-        data_dir=data_dir,
-        mqtts_port=0,
-        amqps_port=0,
-        https_port=0,
-        http_port=0,
-        metrics_port=0,
-    )
-
-
 async def test_a_second_hub_on_the_same_data_directory_is_refused(tmp_path: Path):
-    async with EdgeHub(settings(tmp_path)) as first:
+    async with EdgeHub(free_port_settings(tmp_path)) as first:
         assert first.endpoints is not None
         with pytest.raises(HubError) as refused:
-            await EdgeHub(settings(tmp_path)).start()
+            await EdgeHub(free_port_settings(tmp_path)).start()
         message = str(refused.value)
         assert f"pid {os.getpid()}" in message
         assert f"MQTT over TLS {first.endpoints.mqtts_port}" in message
@@ -40,12 +30,12 @@ async def test_a_second_hub_on_the_same_data_directory_is_refused(tmp_path: Path
         assert (tmp_path / "endpoints.json").is_file()
         assert first.settings.workload_socket_path.exists()
     # once the first has stopped, the directory is free again
-    async with EdgeHub(settings(tmp_path)):
+    async with EdgeHub(free_port_settings(tmp_path)):
         pass
 
 
 async def test_the_command_line_says_which_hub_holds_the_directory(tmp_path: Path):
-    async with EdgeHub(settings(tmp_path)):
+    async with EdgeHub(free_port_settings(tmp_path)):
         done = subprocess.run(
             [
                 str(Path(sys.executable).with_name("edgehub-emu")),
@@ -54,16 +44,7 @@ async def test_the_command_line_says_which_hub_holds_the_directory(tmp_path: Pat
                 str(ROOT / "config" / "deployment.json"),
                 "--data-dir",
                 str(tmp_path),
-                "--mqtts-port",
-                "0",
-                "--amqps-port",
-                "0",
-                "--https-port",
-                "0",
-                "--http-port",
-                "0",
-                "--metrics-port",
-                "0",
+                *FREE_PORTS,
             ],
             capture_output=True,
             text=True,

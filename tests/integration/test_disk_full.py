@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgehub_emu.identity import IdentityRegistry, make_token
-from edgehub_emu.testing.process import FREE_PORTS
+from edgehub_emu.testing import FREE_PORTS
 
 from .conftest import DEVICE, IOTHUB, MODULES, ROOT, Client
 

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -176,15 +177,20 @@ def test_the_nested_edge_walkthrough_runs_as_printed(tmp_path: Path):
     }
     parent_log = tmp_path / "parent.log"
     logs = [parent_log.open("w"), (tmp_path / "child.log").open("w")]
-    parent = subprocess.Popen(
-        parent_command,
-        shell=True,
-        cwd=ROOT,
-        env=env,
-        stdout=logs[0],
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+
+    def start(command: str, log: Any) -> subprocess.Popen:
+        """The README's command line as a shell runs it, in a session of its own (stopped whole)."""
+        return subprocess.Popen(
+            command,
+            shell=True,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    parent = start(parent_command, logs[0])
     child = None
     try:
         deadline = time.monotonic() + 30
@@ -192,15 +198,7 @@ def test_the_nested_edge_walkthrough_runs_as_printed(tmp_path: Path):
             assert parent.poll() is None, f"the parent did not start:\n{parent_log.read_text()}"
             assert time.monotonic() < deadline, f"the parent did not start:\n{parent_log.read_text()}"
             time.sleep(0.1)
-        child = subprocess.Popen(
-            child_command,
-            shell=True,
-            cwd=ROOT,
-            env=env,
-            stdout=logs[1],
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        child = start(child_command, logs[1])
         exe = str(ROOT / ".venv" / "bin" / "edgehub-emu")
         about = json.loads((tmp_path / "p" / "endpoints.json").read_text())
         upstream = f"http://{about['http_host']}:{about['http_port']}/upstream/messages?since=0"
