@@ -104,12 +104,20 @@ class MessageTrace:
         if queued is not None:  # put straight into a queue: not routed
             return queued[0], _uncut(message), None, queued[1], size
         table = self._table_at(message.enqueued_time)
-        device, module = system.get(CONNECTION_DEVICE_ID), system.get(CONNECTION_MODULE_ID)
-        sender = f"{device}/{module}" if module else (device or message.source)
+        sender = self._sender(message)
         message = _uncut(message)
         # the endpoints routing chose then: the same table and the same message give the same ones
         routed = table.explain(message).endpoints if table is not None else ()
         return sender, message, table, routed, size
+
+    def _sender(self, message: Message) -> str:
+        """Who sent a kept message: the identity it came from, or who put it into a queue."""
+        system = message.system_properties
+        queued = self._queued.get(system.get(EDGE_MESSAGE_ID))
+        if queued is not None:
+            return queued[0]
+        device, module = system.get(CONNECTION_DEVICE_ID), system.get(CONNECTION_MODULE_ID)
+        return f"{device}/{module}" if module else (device or message.source)
 
     def _newest(self) -> Iterator[Message]:
         return reversed(self._messages)
@@ -126,18 +134,17 @@ class MessageTrace:
         self, count: int = 10, module: str | None = None, output: str | None = None
     ) -> list[dict[str, Any]]:
         """The last ``count`` messages (from ``module``, through ``output``), oldest first."""
-        found: list[_Received] = []
-        for message in self._newest():
-            record = self._rebuilt(message)
+        found: list[Message] = []
+        for message in self._newest():  # filtered first: explaining is the costly part
             system = message.system_properties
-            if module is not None and module not in (system.get(CONNECTION_MODULE_ID), record[0]):
+            if module is not None and module not in (system.get(CONNECTION_MODULE_ID), self._sender(message)):
                 continue
             if output is not None and system.get(OUTPUT_NAME) != output:
                 continue
-            found.append(record)
+            found.append(message)
             if len(found) >= count:
                 break
-        return [self._describe(record) for record in reversed(found)]
+        return [self._describe(self._rebuilt(message)) for message in reversed(found)]
 
     def recent(self, after: float = 0.0, limit: int = 30) -> list[dict[str, Any]]:
         """The latest messages received after ``after`` (a time), at most ``limit``, oldest first: who
