@@ -527,23 +527,40 @@ def parse_condition(text: str) -> ast.Expr:
     return ast.build(parse_prefix(text, "condition.lark", condition=True).tree)
 
 
-@lru_cache(maxsize=4096)
-def compile_condition(text: str, route_source: str | None = None) -> CompiledCondition:
+_COMPILED: dict[tuple[str, str | None], CompiledCondition] = {}
+_COMPILED_KEPT = 4096
+
+
+def compile_condition(
+    text: str, route_source: str | None = None, *, tree: ast.Expr | None = None
+) -> CompiledCondition:
     """Parse, type-check and compile a condition.
 
     ``route_source`` is the route's ``FROM`` path; it matters for ``twin_change_includes``, which
-    edgeHub allows only in routes from ``/twinChangeNotifications``. Raises ``RouteSyntaxError`` or
-    ``ConditionCompileError`` with every problem found.
+    edgeHub allows only in routes from ``/twinChangeNotifications``. ``tree`` is the condition's parse
+    when the caller has it already (a route's tokens hold its condition's). Raises ``RouteSyntaxError``
+    or ``ConditionCompileError`` with every problem found.
+
+    Remembered: a manifest is validated and then compiled, and a reload repeats most of its routes.
     """
-    tree = parse_condition(text)
+    key = (text, route_source)
+    compiled = _COMPILED.get(key)
+    if compiled is not None:
+        return compiled
+    if tree is None:
+        tree = parse_condition(text)
     compiler = _Compiler(route_source)
     typed = compiler.compile(tree)
     if compiler.problems:
         raise ConditionCompileError(text, compiler.problems)
-    return CompiledCondition(
+    compiled = CompiledCondition(
         text=text,
         tree=tree,
         evaluate=_to_bool(typed),
         uses_body=compiler.uses_body,
         references=tuple(dict.fromkeys(compiler.references)),
     )
+    if len(_COMPILED) >= _COMPILED_KEPT:
+        del _COMPILED[next(iter(_COMPILED))]  # the oldest: a reload's routes were compiled last
+    _COMPILED[key] = compiled
+    return compiled

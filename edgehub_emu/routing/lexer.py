@@ -142,15 +142,19 @@ def _rules_for(char: str) -> list[tuple[str, re.Pattern[str]]]:
 
 def _word(source: str, pos: int) -> tuple[str, int]:
     id_end = _ID.match(source, pos).end()  # type: ignore[union-attr]  # a word start is an ID start
-    path_end = _QUERY_PATH.match(source, pos).end()  # type: ignore[union-attr]
-    if path_end > id_end:
-        return "QUERY_PATH", path_end - pos
+    if source[id_end : id_end + 1] in _PATH_ONLY:  # QUERY_PATH differs from ID only by '[' and ']'
+        path_end = _QUERY_PATH.match(source, pos).end()  # type: ignore[union-attr]
+        if path_end > id_end:
+            return "QUERY_PATH", path_end - pos
     if id_end - pos <= 9:
         text = source[pos:id_end]
         kind = _KEYWORDS_LOWER.get(text) or _KEYWORDS_ANY_CASE.get(text.lower())
         if kind is not None:
             return kind, id_end - pos
     return "ID", id_end - pos
+
+
+_PATH_ONLY = ("[", "]")
 
 
 SKIPPED = frozenset({"WS", "COMMENT"})
@@ -172,12 +176,16 @@ def _token(kind: str, text: str, start: int, source: str) -> Token:
     return Token(kind, text, start_pos=start, line=line, column=column, end_pos=end)
 
 
+_new_token = Token._future_new  # Token() without its keyword-argument shim: a route has dozens of tokens
+
+
 def tokenize(source: str) -> Lexed:
     """Split ``source`` into tokens exactly as edgeHub's lexer does (longest match, then rule order)."""
     tokens: list[Token] = []
     comments: list[Token] = []
     pos = 0
     n = len(source)
+    multiline = "\n" in source
     line, line_start = 1, 0  # kept as we go: a line and column for each token without rescanning
     by_first = _BY_FIRST
     while pos < n:
@@ -199,15 +207,16 @@ def tokenize(source: str) -> Lexed:
             if not best_len:
                 best_kind, best_len = "UNKNOWN_CHAR", 1
 
-        text = source[pos : pos + best_len]
+        end = pos + best_len
         if best_kind != "WS":
-            token = Token(best_kind, text, pos, line, pos - line_start + 1, None, None, pos + best_len)
+            token = _new_token(best_kind, source[pos:end], pos, line, pos - line_start + 1, None, None, end)
             (comments if best_kind == "COMMENT" else tokens).append(token)
-        newlines = text.count("\n")
-        if newlines:
-            line += newlines
-            line_start = pos + text.rfind("\n") + 1
-        pos += best_len
+        if multiline:
+            newlines = source.count("\n", pos, end)
+            if newlines:
+                line += newlines
+                line_start = source.rfind("\n", pos, end) + 1
+        pos = end
     return Lexed(tokens, comments)
 
 

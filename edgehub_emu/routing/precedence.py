@@ -41,11 +41,21 @@ class _NotWhole(Exception):
 
 
 class _Parser:
-    __slots__ = ("position", "tokens")
+    __slots__ = ("first_column", "first_line", "position", "tokens")
 
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.position = 0
+        self.first_line = tokens[0].line or 1
+        self.first_column = tokens[0].column or 1
+
+    def at(self, token: Token) -> tuple[int, int]:
+        """Line and column of ``token`` counted from the first token, where the condition's text starts:
+        the tokens may be a slice of a whole route's, and messages name places in the condition."""
+        line = token.line or 1
+        if line == self.first_line:
+            return 1, (token.column or 1) - self.first_column + 1
+        return line - self.first_line + 1, token.column or 1
 
     def peek(self) -> Token:
         tokens, position = self.tokens, self.position
@@ -68,26 +78,23 @@ class _Parser:
                 return left
             self.position += 1
             right = self.expression(power + 1)
-            left = Binary(op.line or 1, op.column or 1, op=str(op).lower(), left=left, right=right)
+            line, column = self.at(op)
+            left = Binary(line, column, op=str(op).lower(), left=left, right=right)
 
     def unary(self) -> Expr:
         token = self.peek()
         if token.type == "MINUS" or token.type == "NOT":
             self.position += 1
             operand = self.unary()
-            return Unary(
-                token.line or 1,
-                token.column or 1,
-                op="-" if token.type == "MINUS" else "not",
-                operand=operand,
-            )
+            line, column = self.at(token)
+            return Unary(line, column, op="-" if token.type == "MINUS" else "not", operand=operand)
         return self.primary()
 
     def primary(self) -> Expr:
         token = self.peek()
         kind = token.type
         self.position += 1
-        line, column = token.line or 1, token.column or 1
+        line, column = self.at(token)
         if kind in _LITERALS:
             return Literal(line, column, kind=kind, text=str(token))
         if kind == "ID":
@@ -119,7 +126,8 @@ class _Parser:
 
 def parse_whole(tokens: list[Token]) -> Expr | None:
     """The tree of ``tokens`` (comments and white space already left out) when they are exactly one
-    condition; None otherwise."""
+    condition; None otherwise. The tokens may come from a longer text (a route's ``WHERE`` clause):
+    the tree's lines and columns count from the first token, as if the condition had been lexed alone."""
     if not tokens:
         return Empty(1, 1)
     parser = _Parser(tokens)

@@ -12,11 +12,13 @@ from functools import lru_cache
 
 from lark import Token
 
-from .compiler import CompiledCondition, compile_condition, whole_condition
+from . import ast
+from .compiler import CompiledCondition, compile_condition
 from .endpoints import Endpoint, ModuleEndpoint, UpstreamEndpoint, parse_brokered_address
 from .errors import EndpointError, Problem
 from .lexer import tokenize
 from .parser import parse_prefix
+from .precedence import parse_whole
 
 DEFAULT_PRIORITY = 2_000_000_000
 """edgeHub's priority for a route that gives none: lower than 0–9, the lowest."""
@@ -43,6 +45,9 @@ class ParsedRoute:
     sink: Sink
     ignored_tail: str = ""
     comments: tuple[str, ...] = ()
+    condition_tree: ast.Expr | None = field(default=None, compare=False, repr=False)
+    """The condition's tree when the route's own tokens gave it (the plain shape); else compiled from
+    ``condition``."""
 
 
 def normalize_source(path: str) -> str:
@@ -64,11 +69,18 @@ def _span(text: str, tokens: list[Token]) -> str:
     return text[tokens[0].start_pos : tokens[-1].end_pos]
 
 
-def _plain_route(text: str) -> tuple[list[Token], list[Token], list[Token]] | None:
-    """(tokens of the route, ignored tokens after it, comments) when ``text`` has the plain shape,
-    ``[SELECT *] FROM /a/b [WHERE condition] INTO sink``, and its condition parses whole; None when it
-    needs ``route.lark`` (which then also gives edgeHub's error). The condition's parse is the one its
-    compilation uses, so a route's condition is parsed once, not twice."""
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    tokens: list[Token]
+    rest: list[Token]
+    comments: list[Token]
+    condition: ast.Expr | None  # None: no WHERE
+
+
+def _plain_route(text: str) -> _Plain | None:
+    """The tokens of ``text`` when it has the plain shape, ``[SELECT *] FROM /a/b [WHERE condition] INTO
+    sink``, with its condition's tree parsed from those same tokens (the text is lexed once); None when
+    it needs ``route.lark`` (which then also gives edgeHub's error)."""
     lexed = tokenize(text)
     tokens = lexed.tokens
     kinds = [t.type for t in tokens]
@@ -81,12 +93,13 @@ def _plain_route(text: str) -> tuple[list[Token], list[Token], list[Token]] | No
         i += 2
     if i == source_start or i >= len(kinds):
         return None
+    tree = None
     if kinds[i] == "WHERE":
         if "INTO" not in kinds[i + 2 :]:
             return None
         into = kinds.index("INTO", i + 2)
-        condition = text[tokens[i + 1].start_pos : tokens[into - 1].end_pos]
-        if whole_condition(condition) is None:
+        tree = parse_whole(tokens[i + 1 : into])
+        if tree is None:
             return None
         i = into
     if kinds[i] != "INTO":
@@ -98,7 +111,7 @@ def _plain_route(text: str) -> tuple[list[Token], list[Token], list[Token]] | No
         end = i + 4
     else:
         return None
-    return tokens[:end], tokens[end:], lexed.comments
+    return _Plain(tokens[:end], tokens[end:], lexed.comments, tree)
 
 
 @lru_cache(maxsize=4096)
@@ -106,11 +119,12 @@ def parse_route(text: str) -> ParsedRoute:
     """Split a route string into source, condition text and sink; raise RouteSyntaxError if invalid.
     Remembered: a manifest is validated and then compiled, and reloads repeat most of its routes."""
     plain = _plain_route(text)
+    tree = None
     if plain is None:
         parsed = parse_prefix(text, "route.lark", condition=False)
         tokens, rest, comments = parsed.consumed, parsed.rest, parsed.comments
     else:
-        tokens, rest, comments = plain
+        tokens, rest, comments, tree = plain.tokens, plain.rest, plain.comments, plain.condition
 
     kinds = [t.type for t in tokens]
     start = kinds.index("FROM") + 1
@@ -137,6 +151,7 @@ def parse_route(text: str) -> ParsedRoute:
         sink=sink,
         ignored_tail=tail,
         comments=tuple(str(c) for c in comments),
+        condition_tree=tree,
     )
 
 
@@ -194,7 +209,7 @@ def compile_route(
 ) -> Route:
     """Parse and compile a route string; raise a RouteError subclass listing what is wrong."""
     parsed = parse_route(text)
-    condition = compile_condition(parsed.condition, parsed.source)
+    condition = compile_condition(parsed.condition, parsed.source, tree=parsed.condition_tree)
     endpoint = make_endpoint(parsed.sink, text, device_id)
     return Route(
         name=name,

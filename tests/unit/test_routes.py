@@ -6,11 +6,14 @@ import pytest
 
 from edgehub_emu.routing import (
     DEFAULT_PRIORITY,
+    ConditionCompileError,
     EndpointError,
     ModuleEndpoint,
     RouteSyntaxError,
     UpstreamEndpoint,
+    compile_condition,
     compile_route,
+    parse_condition,
     parse_route,
 )
 
@@ -102,3 +105,35 @@ def test_syntax_errors_point_at_the_token():
 def test_source_matching(source: str, message_source: str, matches: bool):
     route = compile_route("r", f"FROM {source} INTO $upstream", device_id="d")
     assert route.matches_source(message_source) is matches
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "temp = 5",
+        "as_number(temp) > 5 AND\n  (machine = 'a' OR machine = 5)",
+        "NOT is_defined($body.x) OR\n\n   -length(a) > 'b'",
+    ],
+)
+def test_a_routes_condition_is_parsed_from_its_tokens_with_the_places_of_the_condition_alone(condition):
+    """A plain route is lexed once and its condition parsed from those tokens; the tree and every
+    error still name lines and columns counted in the condition, as when it is compiled alone."""
+    for layout in (
+        "FROM /messages/* WHERE {} INTO $upstream",
+        "FROM /messages/*\n    WHERE   {}\nINTO $upstream",
+    ):
+        with pytest.raises(ConditionCompileError) as from_route:
+            compile_route("r", layout.format(condition), device_id="dev")
+        with pytest.raises(ConditionCompileError) as alone:
+            compile_condition(condition + " ")  # a different text: nothing comes from a cache
+        assert from_route.value.text == condition
+        assert [(p.line, p.column, p.message) for p in from_route.value.problems] == [
+            (p.line, p.column, p.message) for p in alone.value.problems
+        ]
+
+
+def test_a_routes_condition_tree_is_the_tree_of_the_condition_alone():
+    text = "as_number(temp) > 5 AND\n  (machine = 'a' OR {$cid} <> 'x')"
+    route = compile_route("r", f"FROM /messages/*\n  WHERE {text} INTO $upstream", device_id="dev")
+    assert route.parsed is not None and route.parsed.condition_tree is not None
+    assert route.condition.tree == parse_condition(text)
