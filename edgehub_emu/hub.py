@@ -213,7 +213,10 @@ class EdgeHub:
         tasks.append(every(s.purge_interval, self._purge_expired, "purging expired messages"))
         if s.watch_manifest:
             tasks.append(
-                spawn(watch_manifest(s.manifest, self._loader, self.reload), "watching the manifest")
+                spawn(
+                    watch_manifest(s.manifest, self._load_compiled, self._apply_compiled),
+                    "watching the manifest",
+                )
             )
         for task in tasks:
             stack.callback(task.cancel)
@@ -549,7 +552,15 @@ class EdgeHub:
     def reload(self, deployment: Deployment) -> None:
         """Apply a new deployment: routes at once (queued messages are kept), desired-property changes
         pushed to the modules that listen. Raises ManifestError, keeping the running one, if invalid."""
-        table = compile_routes(deployment, self.settings.device_id)
+        self._apply_compiled((deployment, compile_routes(deployment, self.settings.device_id)))
+
+    def _load_compiled(self) -> tuple[Deployment, RouteTable]:
+        """The manifest read, validated and its routes compiled: what the watcher does in a thread."""
+        deployment = self._loader()
+        return deployment, compile_routes(deployment, self.settings.device_id)
+
+    def _apply_compiled(self, loaded: tuple[Deployment, RouteTable]) -> None:
+        deployment, table = loaded
         self.identities.ensure_modules(deployment.module_names)
         self.deployment, self.route_table = deployment, table
         self.core.set_routes(table)

@@ -8,12 +8,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ManifestError
-from .loader import Deployment
 
 log = logging.getLogger("edgehub_emu.hub")
+
+Loaded = TypeVar("Loaded")
 
 
 def _mtime(path: Path) -> int | None:
@@ -24,17 +25,18 @@ def _mtime(path: Path) -> int | None:
 
 
 def watch_manifest(
-    path: Path, load: Callable[[], Deployment], apply: Callable[[Deployment], None], interval: float = 1.0
+    path: Path, load: Callable[[], Loaded], apply: Callable[[Loaded], None], interval: float = 1.0
 ) -> Coroutine[Any, Any, None]:
-    """The watch, to run as a task; the file as it is now (not when the task first runs) is the start."""
+    """The watch, to run as a task; the file as it is now (not when the task first runs) is the start.
+    ``load`` runs in a thread (read, validate, compile: the slow part); ``apply`` on the event loop."""
     return _watch(path, _mtime(path), load, apply, interval)
 
 
 async def _watch(
     path: Path,
     last: int | None,
-    load: Callable[[], Deployment],
-    apply: Callable[[Deployment], None],
+    load: Callable[[], Loaded],
+    apply: Callable[[Loaded], None],
     interval: float,
 ) -> None:
     while True:
@@ -48,9 +50,8 @@ async def _watch(
             continue
         try:
             # Read, validate and compile off the event loop (a big manifest takes a while): connections
-            # keep being served; applying what compiled is quick (routes are remembered compiled).
+            # keep being served; only applying what compiled happens on the loop.
             apply(await asyncio.to_thread(load))
-
         except ManifestError as exc:
             log.error("kept the previous deployment: %s", exc)
         except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, nested too deep

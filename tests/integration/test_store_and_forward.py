@@ -7,11 +7,13 @@ import contextlib
 import json
 import resource
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from edgehub_emu import hub as hub_module
 from edgehub_emu.cli import app
 from edgehub_emu.metrics import render
 from edgehub_emu.upstream import Upstream
@@ -194,6 +196,32 @@ async def test_the_manifest_watcher_outlives_a_missing_a_deep_and_a_broken_file(
     path.write_text(json.dumps(doc))  # the next valid version loads
     await _logged(caplog, f"reloaded {path}")
     assert "input2" in str([r.endpoint for r in hub.hub.snapshot().routes])
+
+
+async def test_a_changed_manifest_is_read_and_compiled_off_the_event_loop(
+    start_hub, tmp_path: Path, caplog, monkeypatch
+):
+    """A big manifest takes a while to compile: the watcher does it on a thread, so that connections
+    are served meanwhile; only applying the compiled table happens on the loop."""
+    caplog.set_level("INFO")
+    path = tmp_path / "deployment.json"
+    doc = json.loads(json.dumps(EXAMPLE))
+    path.write_text(json.dumps(doc))
+    hub = await start_hub(deployment=None, manifest=path, watch_manifest=True)
+    compiled_on: list[threading.Thread] = []
+    compile_routes = hub_module.compile_routes
+
+    def recording(deployment, device_id):
+        compiled_on.append(threading.current_thread())
+        return compile_routes(deployment, device_id)
+
+    monkeypatch.setattr(hub_module, "compile_routes", recording)
+    routes = doc["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
+    routes["sensorToFilter"]["route"] = route("temperatureOutput", "input2")
+    path.write_text(json.dumps(doc))
+    await _logged(caplog, f"reloaded {path}")
+    assert "input2" in str([r.endpoint for r in hub.hub.snapshot().routes])
+    assert compiled_on and threading.main_thread() not in compiled_on
 
 
 async def test_metrics_use_edgehubs_names(start_hub):
