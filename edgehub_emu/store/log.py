@@ -38,6 +38,7 @@ import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zlib import crc32
@@ -119,43 +120,68 @@ class _Segment:
         return index.sequences[-1] if index is not None and index.sequences else 0
 
 
-class _Syncer(threading.Thread):
-    """fsync off the event loop: file descriptors (duplicates, closed here) are synced in the background."""
+class _FileWorker(threading.Thread):
+    """The store's slow file work, off the event loop and in the order it was asked for: fsync, the
+    checkpoints file (a temporary file and a rename) and deleting finished segments. Each costs from a
+    fraction of a millisecond to several on a busy disk; on the loop, every connection would wait."""
 
     def __init__(self) -> None:
-        super().__init__(name="edgehub-store-fsync", daemon=True)
-        self._fds: list[int] = []
+        super().__init__(name="edgehub-store-files", daemon=True)
+        self._jobs: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
 
-    def sync(self, fd: int) -> None:
+    def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
-            self._fds.append(os.dup(fd))
+            self._jobs.append(job)
         self._wake.set()
+
+    def sync(self, fd: int) -> None:
+        """fsync ``fd`` (a duplicate is synced, so the owner may close its own meanwhile)."""
+        self.submit(partial(_sync_and_close, os.dup(fd)))
+
+    def wait(self) -> None:
+        """Return once everything asked so far is done."""
+        done = threading.Event()
+        self.submit(done.set)
+        done.wait(10)
 
     def run(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
             with self._lock:
-                fds, self._fds = self._fds, []
+                jobs, self._jobs = self._jobs, []
                 stopping = self._stopping
-            for fd in fds:
-                try:
-                    os.fsync(fd)
-                except OSError as exc:
-                    log.warning("the store could not flush to disk: %s", exc)
-                finally:
-                    os.close(fd)
+            for job in jobs:
+                job()
             if stopping:
                 return
 
     def stop(self) -> None:
+        """Do what was asked, then end."""
         with self._lock:
             self._stopping = True
         self._wake.set()
         self.join(10)
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        log.warning("the store could not flush to disk: %s", exc)
+    finally:
+        os.close(fd)
+
+
+def _close_and_delete(fd: int, paths: tuple[Path, ...]) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _nobody(endpoint_id: str) -> None:
@@ -189,12 +215,12 @@ class LogStore:
         self._failing = False
         self._closed = False
         self._next_sequence = 1
-        self._syncer = _Syncer()
-        self._syncer.start()
+        self._files = _FileWorker()
+        self._files.start()
         try:
             self._open()
         except BaseException:
-            self._syncer.stop()
+            self._files.stop()
             for segment in self._segments.values():
                 os.close(segment.fd)
             raise
@@ -238,6 +264,7 @@ class LogStore:
                 lane.count += waiting
                 lane.last_sequence = max(lane.last_sequence, index.sequences[-1])
         self._delete_done_segments()
+        self._files.wait()  # open returns with the space of finished segments given back
 
     def _load_index(self, segment: _Segment) -> bool:
         """A sealed segment's index; a damaged one is only a copy of what the segment holds, so the
@@ -431,7 +458,7 @@ class LogStore:
             pickle.dump({key: index.dump() for key, index in segment.lanes.items()}, f, 5)
         os.replace(tmp, segment.index_path)
         segment.sealed = True
-        self._syncer.sync(segment.fd)
+        self._files.sync(segment.fd)
 
     # --- delivery side ----------------------------------------------------------------------------
 
@@ -667,25 +694,30 @@ class LogStore:
     def _on_tick(self) -> None:
         if self._closed:
             return
-        try:
-            if self._checkpoints_dirty:
-                self._write_checkpoints()
-                self._delete_done_segments()
-            if self._unsynced and time.monotonic() - self._last_fsync >= FSYNC_INTERVAL:
-                self._unsynced = False
-                self._last_fsync = time.monotonic()
-                self._syncer.sync(self._active().fd)
-        except OSError as exc:  # (disk full): tried again at the next tick; a few more may come again
-            self._checkpoints_dirty = True
-            self._failed(exc, self.directory / "checkpoints.json")
+        if self._checkpoints_dirty:
+            self._checkpoints_dirty = False
+            self._files.submit(partial(self._save_checkpoints, self._checkpoints_json()))
+            self._delete_done_segments()
+        if self._unsynced and time.monotonic() - self._last_fsync >= FSYNC_INTERVAL:
+            self._unsynced = False
+            self._last_fsync = time.monotonic()
+            self._files.sync(self._active().fd)
         self._tick = self._loop.call_later(CHECKPOINT_INTERVAL, self._on_tick)
 
-    def _write_checkpoints(self) -> None:
-        self._checkpoints_dirty = False
-        write_json(
-            self.directory / "checkpoints.json",
-            {str(key): self._checkpoint(lane) for key, lane in self._by_key.items()},
-        )
+    def _checkpoints_json(self) -> dict[str, int]:
+        return {str(key): self._checkpoint(lane) for key, lane in self._by_key.items()}
+
+    def _save_checkpoints(self, checkpoints: dict[str, int]) -> None:
+        """On the file worker. A failed write (disk full) is tried again at the next tick."""
+        try:
+            write_json(self.directory / "checkpoints.json", checkpoints)
+        except OSError as exc:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: close() writes them again
+                self._loop.call_soon_threadsafe(self._checkpoints_not_saved, exc)
+
+    def _checkpoints_not_saved(self, exc: OSError) -> None:
+        self._checkpoints_dirty = True
+        self._failed(exc, self.directory / "checkpoints.json")
 
     def _delete_done_segments(self) -> None:
         """Segments whose entries every lane is past go whole; so does a large active one that is done."""
@@ -701,10 +733,9 @@ class LogStore:
             self._remove(segment)
 
     def _remove(self, segment: _Segment) -> None:
+        """Forget the segment now; its file goes on the file worker, after the checkpoints asked before."""
         del self._segments[segment.number]
-        os.close(segment.fd)
-        segment.path.unlink(missing_ok=True)
-        segment.index_path.unlink(missing_ok=True)
+        self._files.submit(partial(_close_and_delete, segment.fd, (segment.path, segment.index_path)))
 
     def close(self) -> None:
         """Write what is pending and the checkpoints, flush to disk, and close the files."""
@@ -713,12 +744,12 @@ class LogStore:
         self._flush()
         self._closed = True
         self._tick.cancel()
+        self._files.stop()  # what it was asked to do is done first
         try:
-            self._write_checkpoints()
+            write_json(self.directory / "checkpoints.json", self._checkpoints_json())
         except OSError as exc:
             log.error("the store could not save its checkpoints: %s", exc)
-        self._syncer.sync(self._active().fd)
-        self._syncer.stop()
+        _sync_and_close(os.dup(self._active().fd))
         for segment in self._segments.values():
             os.close(segment.fd)
         self._segments.clear()
