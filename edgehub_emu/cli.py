@@ -26,6 +26,7 @@ from rich.console import Console
 
 from .client import ApiError, HubClient, HubNotRunning
 from .data_files import DamagedFile
+from .heap import freeze_start_up_objects
 from .hub import EdgeHub, HubError
 from .identity import (
     IdentityRegistry,
@@ -476,6 +477,7 @@ def _run_until_stopped(hub: EdgeHub, table: RouteTable) -> None:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop.set)
         _print_started(hub, table)
+        freeze_start_up_objects()
         try:
             await stop.wait()
         finally:
