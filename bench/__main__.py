@@ -10,6 +10,7 @@ from . import (
     brokers_bench,
     fixture_bench,
     mqtt_bench,
+    reload_bench,
     routing_bench,
     trace_bench,
 )
@@ -23,6 +24,7 @@ def main() -> int:
     print("\n".join(amqp_table) + "\n")
     results += amqp_results
     results += routing_bench.run()
+    results += reload_bench.run()
     results += backlog_bench.run()
     results += mqtt_bench.run()
     results += fixture_bench.run()
