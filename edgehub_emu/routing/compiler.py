@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -529,6 +530,7 @@ def parse_condition(text: str) -> ast.Expr:
 
 _COMPILED: dict[tuple[str, str | None], CompiledCondition] = {}
 _COMPILED_KEPT = 4096
+_COMPILED_LOCK = threading.Lock()  # the manifest watcher compiles on a thread of its own
 
 
 def compile_condition(
@@ -560,7 +562,8 @@ def compile_condition(
         uses_body=compiler.uses_body,
         references=tuple(dict.fromkeys(compiler.references)),
     )
-    if len(_COMPILED) >= _COMPILED_KEPT:
-        del _COMPILED[next(iter(_COMPILED))]  # the oldest: a reload's routes were compiled last
-    _COMPILED[key] = compiled
+    with _COMPILED_LOCK:
+        if len(_COMPILED) >= _COMPILED_KEPT:
+            del _COMPILED[next(iter(_COMPILED))]  # the oldest: a reload's routes were compiled last
+        _COMPILED[key] = compiled
     return compiled
