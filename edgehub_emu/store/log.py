@@ -6,13 +6,15 @@ What makes at-least-once survive a restart or a ``kill -9``, and what it costs p
   one ``write`` (group commit), as one record: the messages (body, properties, and the copies: lane,
   expiry, route; each message once, whatever the number of endpoints it routes to), pickled together,
   behind a length and a CRC. Then the publishers' acknowledgements go out. A written record is in
-  the operating system's cache and survives the
-
-  process being killed; ``fsync`` runs on a thread of its own, about once a second, against power
-  loss (what SQLite's ``synchronous=NORMAL`` gives too).
+  the operating system's cache and survives the process being killed; ``fsync`` runs about once a
+  second, against power loss (what SQLite's ``synchronous=NORMAL`` gives too).
 - **An acknowledgement is an offset in memory.** A lane's checkpoint is the sequence before its
   oldest entry not yet done; checkpoints are written every 100 ms and at close. After a crash a few
   delivered messages may come again; nothing acknowledged to a publisher is lost.
+- **Slow file work is off the event loop.** The checkpoints file, deleting finished segments and
+  ``fsync`` are done by one file thread, in the order they were asked for: a finished segment goes
+  after the checkpoints that passed it (only entries every lane is done with are in it, so a crash in
+  between brings back nothing but duplicates).
 - **Segments** (8 MiB) are deleted whole once every lane's checkpoint has passed their entries (the
   time-to-live purge moves checkpoints past expired entries), so disk space comes back as queues drain.
   A sealed segment gets an index beside it (per lane: sequence, offset, length, expiry), so a
