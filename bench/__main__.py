@@ -9,6 +9,7 @@ from . import (
     backlog_bench,
     brokers_bench,
     fixture_bench,
+    machine_bench,
     mqtt_bench,
     reload_bench,
     routing_bench,
@@ -18,7 +19,9 @@ from . import (
 
 def main() -> int:
     print("edgehub-emu benchmarks on this machine (what each figure measures: bench/*.py docstrings)\n")
+    steadiness = machine_bench.run()  # first: the context for the latency figures that follow
     table, results = brokers_bench.run()
+    results = steadiness + results
     print("\n".join(table) + "\n")
     amqp_table, amqp_results = amqp_bench.run()
     print("\n".join(amqp_table) + "\n")
