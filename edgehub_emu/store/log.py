@@ -157,7 +157,10 @@ class _FileWorker(threading.Thread):
                 jobs, self._jobs = self._jobs, []
                 stopping = self._stopping
             for job in jobs:
-                job()
+                try:
+                    job()
+                except Exception as exc:  # a bug, not the disk (each job handles OSError): keep going
+                    log.error("the store's file thread failed a job: %r", exc)
             if stopping:
                 return
 
