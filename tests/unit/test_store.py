@@ -386,3 +386,34 @@ async def test_queues_of_the_earlier_sqlite_format_are_moved_into_the_log(tmp_pa
     )
     store.close()
     assert not old.exists() and (tmp_path / "store.sqlite.migrated").exists()
+
+
+async def test_checkpoints_that_cannot_be_written_are_said_and_written_at_a_later_tick(
+    tmp_path: Path, caplog
+):
+    """The checkpoints file is written on the store's file thread; a failed write (here the temporary
+    file's name is taken by a directory) is logged by the store and tried again at the next tick."""
+    store = LogStore(tmp_path)
+    await put(store, b"first")
+    await put(store, b"second")
+    blocker = tmp_path / "checkpoints.tmp"
+    blocker.mkdir()
+    entry = store.take(A.id)
+    assert entry is not None and entry.message.body == b"first"
+    store.ack(entry)
+    async with asyncio.timeout(10):
+        while "checkpoints.json" not in caplog.text:
+            await asyncio.sleep(0.02)
+    assert "the store cannot write to" in caplog.text
+    blocker.rmdir()
+    async with asyncio.timeout(10):  # the next tick writes them: the first message is done
+        while not (tmp_path / "checkpoints.json").exists() or not json.loads(
+            (tmp_path / "checkpoints.json").read_text()
+        ):
+            await asyncio.sleep(0.02)
+    written = json.loads((tmp_path / "checkpoints.json").read_text())
+    assert list(written.values()) == [1]
+    store.close()
+    again = LogStore(tmp_path)
+    assert drain(again) == [b"second"]
+    again.close()
