@@ -268,7 +268,7 @@ class LogStore:
                     lane.spill = (segment.number, start)
                 lane.count += waiting
                 lane.last_sequence = max(lane.last_sequence, index.sequences[-1])
-        self._delete_done_segments()
+        self._delete_done_segments(self._checkpoints())
         self._files.wait()  # open returns with the space of finished segments given back
 
     def _load_index(self, segment: _Segment) -> bool:
@@ -701,21 +701,22 @@ class LogStore:
             return
         if self._checkpoints_dirty:
             self._checkpoints_dirty = False
-            self._files.submit(partial(self._save_checkpoints, self._checkpoints_json()))
-            self._delete_done_segments()
+            checkpoints = self._checkpoints()
+            self._files.submit(partial(self._save_checkpoints, checkpoints))
+            self._delete_done_segments(checkpoints)
         if self._unsynced and time.monotonic() - self._last_fsync >= FSYNC_INTERVAL:
             self._unsynced = False
             self._last_fsync = time.monotonic()
             self._files.sync(self._active().fd)
         self._tick = self._loop.call_later(CHECKPOINT_INTERVAL, self._on_tick)
 
-    def _checkpoints_json(self) -> dict[str, int]:
-        return {str(key): self._checkpoint(lane) for key, lane in self._by_key.items()}
+    def _checkpoints(self) -> dict[int, int]:
+        return {key: self._checkpoint(lane) for key, lane in self._by_key.items()}
 
-    def _save_checkpoints(self, checkpoints: dict[str, int]) -> None:
+    def _save_checkpoints(self, checkpoints: dict[int, int]) -> None:
         """On the file worker. A failed write (disk full) is tried again at the next tick."""
         try:
-            write_json(self.directory / "checkpoints.json", checkpoints)
+            _write_checkpoints(self.directory, checkpoints)
         except OSError as exc:
             with contextlib.suppress(RuntimeError):  # the loop is closed: close() writes them again
                 self._loop.call_soon_threadsafe(self._checkpoints_not_saved, exc)
@@ -724,9 +725,8 @@ class LogStore:
         self._checkpoints_dirty = True
         self._failed(exc, self.directory / "checkpoints.json")
 
-    def _delete_done_segments(self) -> None:
+    def _delete_done_segments(self, checkpoints: dict[int, int]) -> None:
         """Segments whose entries every lane is past go whole; so does a large active one that is done."""
-        checkpoints = {key: self._checkpoint(lane) for key, lane in self._by_key.items()}
         active = self._active()
         for segment in list(self._segments.values()):
             if any(segment.max_sequence(key) > checkpoints.get(key, 0) for key in segment.lanes):
@@ -751,7 +751,7 @@ class LogStore:
         self._tick.cancel()
         self._files.stop()  # what it was asked to do is done first
         try:
-            write_json(self.directory / "checkpoints.json", self._checkpoints_json())
+            _write_checkpoints(self.directory, self._checkpoints())
         except OSError as exc:
             log.error("the store could not save its checkpoints: %s", exc)
         _sync_and_close(os.dup(self._active().fd))
@@ -805,6 +805,10 @@ def _read_checkpoints(directory: Path) -> dict[int, int]:
         return {int(k): int(v) for k, v in raw.items()}
     except (TypeError, ValueError):
         raise DamagedFile(path, "its checkpoints are not numbers", holds) from None
+
+
+def _write_checkpoints(directory: Path, checkpoints: dict[int, int]) -> None:
+    write_json(directory / "checkpoints.json", {str(key): value for key, value in checkpoints.items()})
 
 
 def _read_index(path: Path) -> dict[int, _LaneIndex]:
