@@ -56,6 +56,16 @@ def drain(store, endpoint_id: str = A.id) -> list[bytes]:
     return bodies
 
 
+async def closed_log(directory: Path, count: int) -> Path:
+    """A closed log of messages m0, m1, … (one commit, so one record, each) in one segment: that segment."""
+    store = LogStore(directory)
+    for i in range(count):
+        await put(store, f"m{i}".encode())
+    store.close()
+    (segment,) = directory.glob("*.log")
+    return segment
+
+
 @pytest.fixture(params=["memory", "log"])
 async def store(request, tmp_path: Path) -> AsyncIterator:
     clock = Clock()
@@ -225,11 +235,7 @@ async def test_expired_entries_in_the_log_are_purged_without_reading_them(tmp_pa
 
 
 async def test_a_write_cut_short_by_a_crash_is_dropped_and_the_rest_kept(tmp_path: Path, caplog):
-    store = LogStore(tmp_path)
-    for i in range(3):
-        await put(store, f"m{i}".encode())
-    store.close()
-    (segment,) = tmp_path.glob("*.log")
+    segment = await closed_log(tmp_path, 3)
     with open(segment, "ab") as f:
         f.write(b"\x40\x00\x00\x00garbage")  # half a record
     again = LogStore(tmp_path)
@@ -250,11 +256,7 @@ def flip(path: Path, at: int) -> None:
 
 
 async def test_a_damaged_record_is_skipped_named_and_counted_and_the_rest_kept(tmp_path: Path, caplog):
-    store = LogStore(tmp_path)
-    for i in range(10):
-        await put(store, f"m{i}".encode())  # one commit each: ten records
-    store.close()
-    (segment,) = tmp_path.glob("*.log")
+    segment = await closed_log(tmp_path, 10)  # ten records
     flip(segment, segment.stat().st_size // 2)  # inside the record of m4 or m5
     again = LogStore(tmp_path)
     kept = drain(again)
@@ -267,11 +269,7 @@ async def test_a_damaged_record_is_skipped_named_and_counted_and_the_rest_kept(t
 
 
 async def test_a_damaged_last_record_is_damage_not_a_write_cut_short(tmp_path: Path, caplog):
-    store = LogStore(tmp_path)
-    for i in range(3):
-        await put(store, f"m{i}".encode())
-    store.close()
-    (segment,) = tmp_path.glob("*.log")
+    segment = await closed_log(tmp_path, 3)
     flip(segment, segment.stat().st_size - 2)
     again = LogStore(tmp_path)
     assert drain(again) == [b"m0", b"m1"]
