@@ -14,7 +14,7 @@ MANIFEST ?= config/deployment.json
 # The sample modules, started by the hub as local processes (an edgeAgent for your laptop).
 LOCAL_MODULES ?= config/local-modules.json
 
-.PHONY: run test lint format bench venv clean mosquitto-check chromium-check
+.PHONY: run test lint format bench venv bytecode clean mosquitto-check chromium-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,10 +51,16 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 venv: $(STAMP) $(SDK_STAMP)
 
-run: $(STAMP) $(SDK_STAMP)
+# Where PYTHONDONTWRITEBYTECODE is set (CI machines, containers), Python keeps no compiled copy of the
+# package, so every hub process would compile it again at start: about 0.2 s of its start-up. Compile
+# what changed since the last time, once, before anything starts a hub.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q edgehub_emu
+
+run: $(STAMP) $(SDK_STAMP) bytecode
 	$(BIN)/edgehub-emu run --manifest $(MANIFEST) $(if $(LOCAL_MODULES),--local-modules $(LOCAL_MODULES))
 
-test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) mosquitto-check chromium-check
+test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) bytecode mosquitto-check chromium-check
 	$(BIN)/python -m pytest
 
 # The bridge tests run a real mosquitto; .ci/run installs it, a laptop needs it once.
@@ -86,7 +92,7 @@ $(BENCH_STAMP):
 	$(BENCH_VENV)/bin/python -m pip install --quiet amqtt==0.12.1
 	touch $(BENCH_STAMP)
 
-bench: $(STAMP) $(BENCH_STAMP)
+bench: $(STAMP) $(BENCH_STAMP) bytecode
 	$(BIN)/python -m bench
 
 clean:
