@@ -892,13 +892,31 @@ def _index_records(data: bytes, indexes: dict[int, _LaneIndex]) -> _Scan:
     scan = _Scan()
     offset = 0
     last = 0  # the sequence of the last message read
+    # Each lane's four appends, looked up once: a segment holds up to ~150,000 messages, and this runs
+    # for every one of them before the hub is ready.
+    appends: dict[int, tuple[Callable[[Any], None], ...]] = {}
     while offset < len(data):
         records = _record_at(data, offset)
         if records is not None:
             length = _HEADER.size + _HEADER.unpack_from(data, offset)[0]
-            for sequence, _, copies, *_ in records:
-                for key, expiry, _route in copies:
-                    indexes.setdefault(key, _LaneIndex()).append(sequence, offset, length, expiry)
+            for record in records:
+                sequence = record[0]
+                for key, expiry, _route in record[2]:
+                    lane = appends.get(key)
+                    if lane is None:
+                        index = indexes.get(key)
+                        if index is None:
+                            index = indexes[key] = _LaneIndex()
+                        lane = appends[key] = (
+                            index.sequences.append,
+                            index.offsets.append,
+                            index.lengths.append,
+                            index.expiries.append,
+                        )
+                    lane[0](sequence)
+                    lane[1](offset)
+                    lane[2](length)
+                    lane[3](expiry)
                 last = sequence
             offset += length
             scan.end = offset

@@ -172,6 +172,22 @@ async def test_queues_come_back_after_a_restart(tmp_path: Path):
     again.close()
 
 
+async def test_a_restart_rebuilds_every_lane_from_records_that_mix_them(tmp_path: Path):
+    """The segment being written has no index: a restart reads it back, record by record, and each
+    record here holds many messages for several lanes (one commit of 300: records of 256 and 44)."""
+    store = LogStore(tmp_path)
+    lanes = [(copy(A, 0),), (copy(A, 1),), (copy(B, 0), copy(A, 0))]
+    await asyncio.gather(*(put(store, f"m{i}".encode(), *lanes[i % 3]) for i in range(300)))
+    store.close()
+    assert not list(tmp_path.glob("*.idx"))  # (still the one segment, unsealed: it is scanned)
+    again = LogStore(tmp_path)
+    assert again.depth(A.id) == {0: 200, 1: 100} and again.depth(B.id) == {0: 100}
+    first = [f"m{i}".encode() for i in range(300) if i % 3 != 1]
+    assert drain(again) == first + [f"m{i}".encode() for i in range(300) if i % 3 == 1]
+    assert drain(again, B.id) == [f"m{i}".encode() for i in range(2, 300, 3)]
+    again.close()
+
+
 async def test_what_was_in_flight_at_a_crash_comes_again(tmp_path: Path):
     store = LogStore(tmp_path)
     for i in range(3):
