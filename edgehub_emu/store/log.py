@@ -70,13 +70,33 @@ _HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
 class _LaneIndex:
     """Where one lane's entries are in one segment, in sequence order."""
 
-    __slots__ = ("expiries", "lengths", "offsets", "sequences")
+    __slots__ = ("_lowest", "expiries", "lengths", "offsets", "sequences")
 
     def __init__(self) -> None:
         self.sequences = array("q")
         self.offsets = array("q")
         self.lengths = array("q")
         self.expiries = array("d")
+        self._lowest: tuple[int, float] | None = None  # (entries covered, their smallest expiry)
+
+    def lowest_expiry(self, start: int = 0) -> float | None:
+        """The smallest expiry of the entries from ``start`` on (None: there are none). The whole
+        index's is kept and extended as entries are appended (they only ever are), so that asking
+        again, as the status and the dashboard do, costs nothing for a sealed segment."""
+        expiries = self.expiries
+        if start:
+            return min(expiries[start:], default=None)
+        count = len(expiries)
+        known = self._lowest
+        if known is not None and known[0] == count:
+            return known[1]
+        tail = expiries if known is None else expiries[known[0] :]
+        lowest = min(tail, default=None)
+        if known is not None and (lowest is None or known[1] < lowest):
+            lowest = known[1]
+        if lowest is not None:
+            self._lowest = (count, lowest)
+        return lowest
 
     def append(self, sequence: int, offset: int, length: int, expiry: float) -> None:
         self.sequences.append(sequence)
@@ -627,17 +647,25 @@ class LogStore:
         return out
 
     def _disk_expiry(self, lane: Lane, now: float) -> float | None:
+        """The soonest expiry still ahead among a lane's entries on disk, from each segment's smallest
+        (kept per index; ``min`` over an array runs in C). A filtered walk over every entry in Python
+        took a tenth of a second for a million waiting entries, on the event loop, each time the
+        status, the dashboard or the start-up banner asked."""
         if lane.spill is None:
             return None
         number, start = lane.spill
-        ahead: list[float] = []
+        soonest: float | None = None
         for segment_number, segment in self._segments.items():
             index = segment.lanes.get(lane.key)
             if segment_number < number or index is None:
                 continue
-            values = index.expiries[start:] if segment_number == number else index.expiries
-            ahead.extend(v for v in values if v > now)
-        return min(ahead, default=None)
+            first = index.lowest_expiry(start if segment_number == number else 0)
+            if first is not None and first <= now:  # expired entries not yet purged: skip those
+                values = index.expiries[start:] if segment_number == number else index.expiries
+                first = min((v for v in values if v > now), default=None)
+            if first is not None and (soonest is None or first < soonest):
+                soonest = first
+        return soonest
 
     def expired_counts(self) -> dict[str, int]:
         return dict(self._lanes.expired)

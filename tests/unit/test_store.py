@@ -172,6 +172,41 @@ async def test_queues_come_back_after_a_restart(tmp_path: Path):
     again.close()
 
 
+async def test_the_next_expiry_counts_entries_on_disk_and_skips_expired_ones(tmp_path: Path, monkeypatch):
+    """Past the entries held in memory, the next expiry comes from the log's indexes (the status and
+    the dashboard ask for it often, a million entries deep); asked again after more came, it still
+    counts them all."""
+    monkeypatch.setattr(log_store, "IN_MEMORY", 4)
+    clock = Clock()
+    store = LogStore(tmp_path, clock, segment_bytes=512)
+    start = clock.now
+    for ttl in (1000, 1000, 1000, 1000, 900, 10, 300, 800):  # the first four in memory, the rest on disk
+        await put(store, b"x" * 40, copy(ttl=ttl))
+    assert len(list(tmp_path.glob("*.log"))) > 2
+    (info,) = store.queues()
+    assert info.next_expiry == start + 10
+    clock.now += 20  # the ttl-10 entry expired, not yet purged: the next one still ahead is at 300
+    (info,) = store.queues()
+    assert info.next_expiry == start + 300
+    await put(store, b"y", copy(ttl=100))  # written at start + 20, expires at start + 120
+    (info,) = store.queues()
+    assert (info.messages, info.next_expiry) == (9, start + 120)
+    store.close()
+
+
+def test_a_segment_index_keeps_its_lowest_expiry_as_entries_are_appended():
+    index = log_store._LaneIndex()
+    assert index.lowest_expiry() is None
+    for sequence, expiry in enumerate((50.0, 20.0, 70.0)):
+        index.append(sequence, 0, 10, expiry)
+    assert index.lowest_expiry() == 20.0
+    index.append(3, 0, 10, 5.0)  # lower than what was kept
+    index.append(4, 0, 10, 90.0)
+    assert index.lowest_expiry() == 5.0
+    assert index.lowest_expiry(start=2) == 5.0 and index.lowest_expiry(start=4) == 90.0
+    assert index.lowest_expiry(start=5) is None
+
+
 async def test_a_restart_rebuilds_every_lane_from_records_that_mix_them(tmp_path: Path):
     """The segment being written has no index: a restart reads it back, record by record, and each
     record here holds many messages for several lanes (one commit of 300: records of 256 and 44)."""
