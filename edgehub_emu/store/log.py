@@ -850,7 +850,7 @@ def read_queues(directory: Path, now: float | None = None) -> list[QueueInfo]:
     current = time.time() if now is None else now
     lanes = _read_lanes(directory)
     checkpoints = _read_checkpoints(directory)
-    waiting: dict[int, list[float]] = {}
+    waiting: dict[int, tuple[int, float]] = {}  # lane -> (entries waiting, the soonest expiry)
     for path in sorted(directory.glob("*.log")):
         try:
             indexes = _read_index(path.with_suffix(".idx"))
@@ -858,11 +858,22 @@ def read_queues(directory: Path, now: float | None = None) -> list[QueueInfo]:
             indexes = _scan_read_only(path)
         for key, index in indexes.items():
             start = bisect_right(index.sequences, checkpoints.get(key, 0))
-            waiting.setdefault(key, []).extend(e for e in index.expiries[start:] if e > current)
+            expiries = index.expiries[start:]
+            soonest = min(expiries, default=None)  # (in C; only a queue with expired entries is walked)
+            count = len(expiries)
+            if soonest is not None and soonest <= current:
+                ahead = [e for e in expiries if e > current]
+                soonest, count = min(ahead, default=None), len(ahead)
+            if soonest is None:
+                continue
+            before = waiting.get(key)
+            if before is not None:
+                count, soonest = count + before[0], min(soonest, before[1])
+            waiting[key] = (count, soonest)
     return [
-        QueueInfo(lanes[key][0], lanes[key][1], len(expiries), min(expiries))
-        for key, expiries in sorted(waiting.items())
-        if expiries and key < len(lanes)
+        QueueInfo(lanes[key][0], lanes[key][1], count, soonest)
+        for key, (count, soonest) in sorted(waiting.items())
+        if key < len(lanes)
     ]
 
 

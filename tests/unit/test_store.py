@@ -194,6 +194,27 @@ async def test_the_next_expiry_counts_entries_on_disk_and_skips_expired_ones(tmp
     store.close()
 
 
+async def test_status_without_a_hub_reads_what_waits_as_the_running_store_counts_it(tmp_path: Path):
+    """``edgehub-emu status`` with no hub running reads the log's files: per lane, what is neither
+    delivered nor expired, and the next expiry, across sealed segments and the one being written."""
+    clock = Clock()
+    store = LogStore(tmp_path, clock, segment_bytes=512)
+    start = clock.now
+    for i in range(30):
+        await put(store, b"x" * 40, copy(A, i % 2, ttl=10 if i % 5 == 0 else 100 + i), copy(B, 0, ttl=50))
+    for _ in range(3):  # three of A's priority 0 delivered
+        store.ack(store.take(A.id))
+    clock.now += 20  # the ttl-10 copies expired
+    store.close()  # (checkpoints written at close)
+    assert len(list(tmp_path.glob("*.idx"))) > 2
+    read = {
+        (q.endpoint_id, q.priority): (q.messages, q.next_expiry)
+        for q in log_store.read_queues(tmp_path, clock.now)
+    }
+    # A, priority 0: copies 0, 2, ..., 28; 0 and 2 and 4 delivered; 10 and 20 expired (ttl 10): 10 wait
+    assert read == {(A.id, 0): (10, start + 106), (A.id, 1): (12, start + 101), (B.id, 0): (30, start + 50)}
+
+
 def test_a_segment_index_keeps_its_lowest_expiry_as_entries_are_appended():
     index = log_store._LaneIndex()
     assert index.lowest_expiry() is None
