@@ -56,6 +56,9 @@ class ModuleDelivery:
         self._pumping = False
         self._again = False
         self._refill_scheduled = False
+        # The last look found every input empty: an acknowledgement then has nothing to refill the
+        # window with (new entries wake us through the store), so it schedules no look of its own.
+        self._drained = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._loop = asyncio.get_running_loop()
@@ -95,10 +98,12 @@ class ModuleDelivery:
         window, store, settle, inputs = self.window, self.store, self._settle, self.inputs
         trace = self.stats.trace
         now = self.clock()
+        self._drained = False
         while window.free > 0:
             order = self._order
             entry = store.take(order[0]) if len(order) == 1 else self._next()
             if entry is None:
+                self._drained = True
                 break
             outcome = proxy.send_to_input(inputs[entry.endpoint_id].input_name, entry.message, entry, settle)
             if outcome is SendOutcome.SENT:
@@ -138,8 +143,9 @@ class ModuleDelivery:
         if delivered:
             self.store.ack(entry)
             self.stats.delivered(entry)
-            # Refill the window once all the acknowledgements read together are counted, not after each.
-            if not self._refill_scheduled:
+            # Refill the window once all the acknowledgements read together are counted, not after each
+            # (and not at all when the last look found nothing more to send).
+            if not self._refill_scheduled and not self._drained:
                 self._refill_scheduled = True
                 self._loop.call_soon(self._refill)
             return
