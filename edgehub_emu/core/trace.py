@@ -1,11 +1,11 @@
 """Where did my message go? The last messages the hub accepted, and what became of each.
 
-Kept off the hot path, and out of the garbage collector's way. Receiving a message stores who sent it,
-its body, properties, system properties and time, and the route table it met, into slots of
-preallocated lists (a ring): no object is created per message, and what is kept (strings, bytes,
-dictionaries of strings) is nothing the collector tracks, so a full ring costs the rest of the hub
-nothing. An acknowledged delivery is stored the same way in a second ring (so are the rare events: a
-delivery given back to go out again, a message dropped because no subscription matches its input).
+Kept off the hot path: a routed message costs the trace one append of the message itself (who sent it
+and when are among its system properties) to a bounded deque, and an acknowledged delivery one append
+of a ``(time, event, edgeMessageId, endpoint)`` tuple to a second (so do the rare events: a delivery
+given back to go out again, a message dropped because no subscription matches its input). The route
+table a message met is known from when each table came into use. When a deque is full, each append
+lets the oldest go.
 
 Nothing is looked up, formatted or explained until someone asks: then the message is rebuilt, the
 route verdicts and the endpoints are worked out again with the table it met (``RouteTable.explain``,
