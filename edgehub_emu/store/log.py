@@ -98,12 +98,6 @@ class _LaneIndex:
             self._lowest = (count, lowest)
         return lowest
 
-    def append(self, sequence: int, offset: int, length: int, expiry: float) -> None:
-        self.sequences.append(sequence)
-        self.offsets.append(offset)
-        self.lengths.append(length)
-        self.expiries.append(expiry)
-
     def dump(self) -> tuple[bytes, bytes, bytes, bytes]:
         return (
             self.sequences.tobytes(),

@@ -218,11 +218,10 @@ async def test_status_without_a_hub_reads_what_waits_as_the_running_store_counts
 def test_a_segment_index_keeps_its_lowest_expiry_as_entries_are_appended():
     index = log_store._LaneIndex()
     assert index.lowest_expiry() is None
-    for sequence, expiry in enumerate((50.0, 20.0, 70.0)):
-        index.append(sequence, 0, 10, expiry)
+    index.expiries.extend((50.0, 20.0, 70.0))  # (as the log appends an entry's expiry)
     assert index.lowest_expiry() == 20.0
-    index.append(3, 0, 10, 5.0)  # lower than what was kept
-    index.append(4, 0, 10, 90.0)
+    index.expiries.append(5.0)  # lower than what was kept
+    index.expiries.append(90.0)
     assert index.lowest_expiry() == 5.0
     assert index.lowest_expiry(start=2) == 5.0 and index.lowest_expiry(start=4) == 90.0
     assert index.lowest_expiry(start=5) is None
