@@ -379,10 +379,6 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every connection and message decision."),
 ) -> None:
     """Start the hub on a deployment: modules connect over MQTT or AMQP (TLS or WebSocket) and are routed."""
-    import gc as _gc
-
-    if os.environ.get("XGC"):
-        _gc.set_threshold(*[int(x) for x in os.environ["XGC"].split(",")])
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
