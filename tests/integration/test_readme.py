@@ -23,7 +23,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgehub_emu.hub import EdgeHub
-from edgehub_emu.settings import Settings
+
+from ..hubs import sdk_port_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,16 +47,7 @@ async def sdk_hub(tmp_path: Path):
     hubs: list[EdgeHub] = []
 
     async def start(address: str) -> EdgeHub:
-        settings = Settings(
-            data_dir=tmp_path / "hub",
-            host=address,
-            mqtts_port=8883,
-            amqps_port=5671,
-            https_port=443,
-            http_port=0,
-            metrics_port=0,
-        )
-        hub = EdgeHub(settings)
+        hub = EdgeHub(sdk_port_settings(tmp_path / "hub", address))
         await hub.start()
         hubs.append(hub)
         return hub

@@ -20,9 +20,9 @@ import pytest
 
 from edgehub_emu.hub import EdgeHub
 from edgehub_emu.manifest import parse_deployment
-from edgehub_emu.settings import Settings
 from edgehub_emu.testing import HubProcess
 
+from ..hubs import sdk_port_settings
 from .module_process import ModuleProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,16 +76,7 @@ async def sdk_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     modules: list[SdkModule] = []
 
     async def start(address: str) -> tuple[EdgeHub, Callable[..., Any]]:
-        settings = Settings(
-            data_dir=tmp_path,
-            host=address,
-            mqtts_port=8883,
-            amqps_port=0,
-            https_port=443,
-            http_port=0,
-            metrics_port=0,
-        )
-        hub = EdgeHub(settings, deployment=deployment())
+        hub = EdgeHub(sdk_port_settings(tmp_path, address, amqp=False), deployment=deployment())
         await hub.start()
         hubs.append(hub)
 
