@@ -65,17 +65,22 @@ class Deliveries:
 
     def ensure(self, endpoint: Endpoint | str) -> None:
         """Deliver to ``endpoint`` (named by a route, or a message was put into its queue)."""
+        processor = self._register(endpoint)
+        if processor is not None:
+            processor.pump()
+
+    def _register(self, endpoint: Endpoint | str) -> ModuleDelivery | SinkDelivery | None:
+        """The processor that delivers to ``endpoint``, made the first time (None: nothing can)."""
         if self._stopped:
-            return
+            return None
         endpoint_id = endpoint if isinstance(endpoint, str) else endpoint.id
         processor = self._by_endpoint.get(endpoint_id)
         if processor is None:
             resolved = endpoint_from_id(endpoint_id) if isinstance(endpoint, str) else endpoint
             processor = self._processor(resolved)
-            if processor is None:
-                return
-            self._by_endpoint[endpoint_id] = processor
-        processor.pump()
+            if processor is not None:
+                self._by_endpoint[endpoint_id] = processor
+        return processor
 
     def _processor(self, endpoint: Endpoint) -> ModuleDelivery | SinkDelivery | None:
         if isinstance(endpoint, ModuleEndpoint):
@@ -112,8 +117,11 @@ class Deliveries:
         if BRIDGE_ID in self.sinks:
             wanted[BRIDGE_ID] = BridgeEndpoint()
         self.retain(wanted)
-        for endpoint in wanted.values():
-            self.ensure(endpoint)
+        # Every endpoint first, then one look per processor: a module with many inputs would otherwise
+        # look through all of them once per input (a reload runs on the event loop).
+        processors = {id(p): p for p in map(self._register, wanted.values()) if p is not None}
+        for processor in processors.values():
+            processor.pump()
         for endpoint_id in self.store.endpoints():
             if endpoint_id not in wanted:
                 depth = sum(self.store.depth(endpoint_id).values())
@@ -127,12 +135,15 @@ class Deliveries:
     def retain(self, endpoint_ids: Iterable[str]) -> None:
         """Stop delivering to endpoints no route names any more (their messages stay queued)."""
         keep = set(endpoint_ids)
+        inputs_gone: dict[int, tuple[ModuleDelivery, list[str]]] = {}
         for endpoint_id in [e for e in self._by_endpoint if e not in keep]:
             processor = self._by_endpoint.pop(endpoint_id)
             if isinstance(processor, ModuleDelivery):
-                processor.remove_input(endpoint_id)
+                inputs_gone.setdefault(id(processor), (processor, []))[1].append(endpoint_id)
             else:
                 processor.stop()
+        for module, gone in inputs_gone.values():
+            module.remove_inputs(gone)
 
     async def stop(self) -> None:
         self._stopped = True

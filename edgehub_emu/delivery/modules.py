@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ..core import REJECTED, RETRIED, ConnectionManager, DeviceProxy, SendOutcome
 from ..iothub import MODULE_MESSAGES
@@ -64,12 +64,15 @@ class ModuleDelivery:
         self._loop = asyncio.get_running_loop()
 
     def add_input(self, endpoint: ModuleEndpoint) -> None:
+        if endpoint.id not in self.inputs:
+            self._order.append(endpoint.id)  # (a copy per input would make a reload quadratic)
         self.inputs[endpoint.id] = endpoint
-        self._order = list(self.inputs)
 
-    def remove_input(self, endpoint_id: str) -> None:
-        self.inputs.pop(endpoint_id, None)
-        self._order = list(self.inputs)
+    def remove_inputs(self, endpoint_ids: Collection[str]) -> None:
+        """Stop delivering to these inputs (all at once: one pass over the turns, whatever the number)."""
+        for endpoint_id in endpoint_ids:
+            self.inputs.pop(endpoint_id, None)
+        self._order = [i for i in self._order if i in self.inputs]
 
     def pump(self) -> None:
         """Send what the window has room for (safe to call any time: a call made while sending, from a

@@ -167,6 +167,25 @@ async def test_inputs_take_turns_in_one_window_per_module() -> None:
     assert bodies(module) == ["a1", "b1"]
 
 
+async def test_a_reload_keeps_the_named_inputs_taking_turns_and_stops_the_dropped_ones() -> None:
+    in3 = ModuleEndpoint("edge", "filter", "in3")
+    store, connections, deliveries = wired(window=3)
+    deliveries.ensure(in3)
+    queue(store, IN1, "a0", "a1")
+    queue(store, IN2, "b0", "b1")
+    queue(store, in3, "c0", "c1")
+    deliveries.follow([in3, IN1])  # a reload whose routes no longer name in2
+    module = Module()
+    connections.connect(IDENTITY, module, 10**10, [MODULE_MESSAGES])
+    assert bodies(module) == ["a0", "c0", "a1"]  # in1 and in3 in the order they were added
+    await module.ack_all()
+    assert bodies(module) == ["c1"]
+    await module.ack_all()
+    assert store.depth(IN2.id) == {0: 2}  # in2's messages wait: no route names it
+    deliveries.follow([IN2])  # named again: they go out, once each
+    assert bodies(module) == ["b0", "b1"]
+
+
 async def test_what_a_lost_connection_held_comes_again_in_order_on_the_next() -> None:
     store, connections, _ = wired(window=4)
     queue(store, IN1, *[f"m{i}" for i in range(6)])
