@@ -119,9 +119,9 @@ class Deliveries:
         self.retain(wanted)
         # Every endpoint first, then one look per processor: a module with many inputs would otherwise
         # look through all of them once per input (a reload runs on the event loop).
-        processors = {id(p): p for p in map(self._register, wanted.values()) if p is not None}
-        for processor in processors.values():
-            processor.pump()
+        for processor in dict.fromkeys(map(self._register, wanted.values())):
+            if processor is not None:
+                processor.pump()
         for endpoint_id in self.store.endpoints():
             if endpoint_id not in wanted:
                 depth = sum(self.store.depth(endpoint_id).values())
@@ -135,14 +135,14 @@ class Deliveries:
     def retain(self, endpoint_ids: Iterable[str]) -> None:
         """Stop delivering to endpoints no route names any more (their messages stay queued)."""
         keep = set(endpoint_ids)
-        inputs_gone: dict[int, tuple[ModuleDelivery, list[str]]] = {}
+        inputs_gone: dict[ModuleDelivery, list[str]] = {}
         for endpoint_id in [e for e in self._by_endpoint if e not in keep]:
             processor = self._by_endpoint.pop(endpoint_id)
             if isinstance(processor, ModuleDelivery):
-                inputs_gone.setdefault(id(processor), (processor, []))[1].append(endpoint_id)
+                inputs_gone.setdefault(processor, []).append(endpoint_id)
             else:
                 processor.stop()
-        for module, gone in inputs_gone.values():
+        for module, gone in inputs_gone.items():
             module.remove_inputs(gone)
 
     async def stop(self) -> None:
