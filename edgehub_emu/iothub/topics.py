@@ -213,12 +213,32 @@ def parse_telemetry(topic: str) -> Telemetry:
 # --- outbound -------------------------------------------------------------------------------------
 
 
+_SYSTEM_PAIRS: dict[tuple[str, str | None], str] = {}
+_SYSTEM_PAIRS_SIZE = 4096
+
+
+def _system_pair(name: str, value: str | None) -> str:
+    """A system property's encoded pair, kept: most repeat from message to message (the sender's ids,
+    the content type); unique ones (a message id each) are bounded by clearing."""
+    if len(_SYSTEM_PAIRS) >= _SYSTEM_PAIRS_SIZE:
+        _SYSTEM_PAIRS.clear()
+    encoded = _SYSTEM_PAIRS[(name, value)] = property_bag.encode_pair(OUTGOING_SYSTEM_PROPERTIES[name], value)
+    return encoded
+
+
 def outbound_bag(properties: Mapping[str, str | None], system_properties: Mapping[str, str | None]) -> str:
     """edgeHub's outbound bag: user properties in order, then each mapped system property; a system
     value replaces a user property of the same wire name in that property's place."""
+    outgoing = OUTGOING_SYSTEM_PROPERTIES
+    if not properties:  # the common case, on every delivery: only system properties, pairs kept
+        known = _SYSTEM_PAIRS
+        parts = []
+        for key in system_properties.items():
+            if key[0] in outgoing:
+                parts.append(known.get(key) or _system_pair(*key))
+        return "&".join(parts)
     pair = property_bag.encode_pair
     encoded = {key: pair(key, value) for key, value in properties.items()}
-    outgoing = OUTGOING_SYSTEM_PROPERTIES
     for name, value in system_properties.items():
         wire = outgoing.get(name)
         if wire is not None:

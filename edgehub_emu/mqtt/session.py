@@ -23,6 +23,7 @@ from . import codec
 from .topic_trie import TopicTrie
 
 MAX_OFFLINE_MESSAGES = 10_000
+_UNKNOWN: Any = object()  # not yet in a cache (None is an answer: no subscription matches)
 
 
 class Connection(Protocol):
@@ -111,18 +112,20 @@ class Subscriptions(dict[str, Subscription]):
     def granted_qos_at(self, prefix: str, last: str) -> int | None:
         """``granted_qos(prefix + "/" + last)`` (``prefix`` alone when ``last`` is empty), where ``last``
         is a single level."""
+        key = (prefix, bool(last))
+        found = self._by_prefix.get(key, _UNKNOWN)  # (every delivery comes here: the answer first)
+        if found is not _UNKNOWN:
+            return found
         topic = f"{prefix}/{last}" if last else prefix
         literal = self._literal_levels
         if literal is None:
             literal = self._literal_levels = {
                 i for f in self for i, level in enumerate(f.split("/")) if level not in ("+", "#")
             }
-        if prefix.count("/") + 1 in literal:
+        if prefix.count("/") + 1 in literal:  # a filter names that level: the answer depends on it
             return self.granted_qos(topic)
-        key = (prefix, bool(last))
-        if key not in self._by_prefix:
-            self._by_prefix[key] = self.granted_qos(topic)
-        return self._by_prefix[key]
+        found = self._by_prefix[key] = self.granted_qos(topic)
+        return found
 
     def pop(self, topic_filter: str, default: Any = None) -> Any:
         if topic_filter in self:

@@ -66,7 +66,10 @@ depends on can be looked up as they are, without folding case."""
 @dataclass(slots=True, eq=False, init=False)
 class Message:
     """A routed message. ``properties`` are application properties; values may be ``None`` (a key
-    sent without a value). ``enqueued_time`` is seconds since the epoch."""
+    sent without a value). ``enqueued_time`` is seconds since the epoch.
+
+    ``properties`` may be shared by many messages (a head decodes a topic's bag once): build a new
+    dictionary rather than change it in place."""
 
     body: bytes
     properties: dict[str, str | None]

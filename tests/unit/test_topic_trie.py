@@ -58,3 +58,20 @@ def test_session_grants_the_highest_qos_among_matching_filters():
     session.subscriptions.pop("devices/d/modules/m/inputs/#")
     assert session.granted_qos("devices/d/modules/m/inputs/x") == 0
     assert session.granted_qos("devices/d/modules/other/inputs/x") is None
+
+
+def test_a_delivery_is_granted_by_the_filters_that_match_its_bag_whatever_was_answered_before():
+    """The answer per input is remembered (every delivery asks), but not where a filter names the bag
+    level, and not across a change of subscriptions."""
+    session = Session("c", clean=False)
+    subscriptions = session.subscriptions
+    prefix = "devices/d/modules/m/inputs/x"
+    subscriptions[f"{prefix}/+"] = Subscription(0)
+    assert [subscriptions.granted_qos_at(prefix, bag) for bag in ("a=1", "a=2", "")] == [0, 0, None]
+    subscriptions[f"{prefix}/a=2"] = Subscription(1)  # names one bag: each bag is looked at again
+    assert [subscriptions.granted_qos_at(prefix, bag) for bag in ("a=1", "a=2", "a=1")] == [0, 1, 0]
+    del subscriptions[f"{prefix}/+"]
+    assert [subscriptions.granted_qos_at(prefix, bag) for bag in ("a=1", "a=2", "a=1")] == [None, 1, None]
+    subscriptions["devices/d/modules/m/#"] = Subscription(1)
+    del subscriptions[f"{prefix}/a=2"]
+    assert [subscriptions.granted_qos_at(prefix, bag) for bag in ("a=1", "", "a=2")] == [1, 1, 1]

@@ -213,13 +213,15 @@ class MqttHead:
                 "dropped a message from %s published as %s (topic %r)", identity.id, sender, packet.topic
             )
             return True
-        properties = dict(telemetry.properties)  # the parse is shared by every publish on this topic
-        if packet.retain:
-            properties["mqtt-retain"] = "true"
-        if packet.dup:
-            properties["mqtt-dup"] = "true"
-        if will:
-            properties["MessageType"] = "Will"
+        properties = telemetry.properties  # shared by every publish on this topic: copied to add to it
+        if packet.retain or packet.dup or will:
+            properties = dict(properties)
+            if packet.retain:
+                properties["mqtt-retain"] = "true"
+            if packet.dup:
+                properties["mqtt-dup"] = "true"
+            if will:
+                properties["MessageType"] = "Will"
         system = dict(telemetry.system_properties)
         if attached.model_id:
             system[MODEL_ID] = attached.model_id
