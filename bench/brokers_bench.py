@@ -17,6 +17,11 @@ latency at a steady 1,000 msg/s with the broker's CPU per message there (each me
 alone), and the broker's peak RSS. Each throughput figure is the median of ``RUNS`` runs, each sized
 to last about ``SECONDS``; the hub's latency over TLS, the run with the median p99 of three.
 
+All four brokers run at once, idle but for the one being measured, and each generator's runs go round
+them in turn (forwards, then backwards): a slow stretch of the machine, which can last seconds on a
+shared host, then falls on every broker's runs instead of on one broker's, and the ratios compare
+brokers measured side by side.
+
 
 Targets (issue 12): durable routed hub >= 0.8x mosquitto's msg/s with paho; broker CPU per routed
 durable message <= 25 us; >= 0.35x mosquitto with the cheap generator; p99 <= 2 ms at 1,000 msg/s over
@@ -25,6 +30,7 @@ TLS.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 from collections.abc import Callable
@@ -76,22 +82,31 @@ GENERATORS: dict[str, Callable[[list[Target], int], tuple[float, int, float]]] =
 }
 
 
-def throughput(subject: Subject, generator: str) -> Throughput:
-    """The median of RUNS runs, each sized from a short probe run to last about SECONDS."""
+def throughputs(subjects: dict[str, Subject], generator: str) -> dict[str, Throughput]:
+    """Each broker's median of RUNS runs, each sized from a short probe run to last about SECONDS; the
+    runs go round the brokers in turn (see the module's docstring)."""
     drive = GENERATORS[generator]
-    probe_rate, _, _ = drive(subject.targets, PROBE)
-    count = max(PROBE, int(probe_rate * SECONDS / len(subject.targets)))
-    runs: list[Throughput] = []
-    for _ in range(RUNS):
-        with CpuMeter(subject.pid) as meter:
-            rate, messages, generator_us = drive(subject.targets, count)
-        broker_us, clients_us = meter.per_message_us(messages)
-        runs.append(Throughput(rate, broker_us, generator_us if generator_us >= 0 else clients_us))
-    return Throughput(
-        statistics.median(r.rate for r in runs),
-        statistics.median(r.broker_us for r in runs),
-        statistics.median(r.generator_us for r in runs),
-    )
+    counts: dict[str, int] = {}
+    for name, subject in subjects.items():
+        probe_rate, _, _ = drive(subject.targets, PROBE)
+        counts[name] = max(PROBE, int(probe_rate * SECONDS / len(subject.targets)))
+    runs: dict[str, list[Throughput]] = {name: [] for name in subjects}
+    names = list(subjects)
+    for turn in range(RUNS):
+        for name in names if turn % 2 == 0 else reversed(names):
+            subject = subjects[name]
+            with CpuMeter(subject.pid) as meter:
+                rate, messages, generator_us = drive(subject.targets, counts[name])
+            broker_us, clients_us = meter.per_message_us(messages)
+            runs[name].append(Throughput(rate, broker_us, generator_us if generator_us >= 0 else clients_us))
+    return {
+        name: Throughput(
+            statistics.median(r.rate for r in measured),
+            statistics.median(r.broker_us for r in measured),
+            statistics.median(r.generator_us for r in measured),
+        )
+        for name, measured in runs.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -137,8 +152,8 @@ class Measured:
     tls_latency: Latency | None = None
 
 
-def measure(subject: Subject) -> Measured:
-    figures = {g: throughput(subject, g) for g in GENERATORS}
+def measure(subject: Subject, figures: dict[str, Throughput]) -> Measured:
+    """A broker's throughput ``figures`` (measured beside the others) with its latencies and peak RSS."""
     lat = latencies(subject)
     tls = None
     tls_target = subject.tls_target
@@ -148,33 +163,24 @@ def measure(subject: Subject) -> Measured:
             for _ in range(3)
         ]
         tls = sorted(runs, key=lambda r: r.p99)[1]
-
     return Measured(figures, lat, subject.peak_mb(), tls)
 
 
-def _measure_plain(broker_class: type[Mosquitto] | type[Amqtt]) -> Measured:
+def _plain(stack: contextlib.ExitStack, broker_class: type[Mosquitto] | type[Amqtt]) -> Subject:
     broker = broker_class()
-    try:
-        targets = [broker.target(pair=i) for i in range(PAIRS)]
-        return measure(Subject(broker.name, broker.process.pid, targets, lambda: broker.memory_mb("VmHWM")))
-    finally:
-        broker.stop()
+    stack.callback(broker.stop)
+    targets = [broker.target(pair=i) for i in range(PAIRS)]
+    return Subject(broker.name, broker.process.pid, targets, lambda: broker.memory_mb("VmHWM"))
 
 
-def _measure_hub(routed: bool) -> Measured:
+def _hub(stack: contextlib.ExitStack, routed: bool) -> Subject:
     hub = HubProcess(pairs=PAIRS, broker=not routed)
-    try:
-        if routed:
-            targets = [hub.target(False, i) for i in range(PAIRS)]
-            subject = Subject(
-                "hub", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"), hub.target(True, 0)
-            )
-        else:
-            targets = [hub.user_topic_target(i) for i in range(PAIRS)]
-            subject = Subject("broker mode", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"))
-        return measure(subject)
-    finally:
-        hub.stop()
+    stack.callback(hub.stop)
+    if routed:
+        targets = [hub.target(False, i) for i in range(PAIRS)]
+        return Subject("hub", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"), hub.target(True, 0))
+    targets = [hub.user_topic_target(i) for i in range(PAIRS)]
+    return Subject("broker mode", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"))
 
 
 def table(measured: dict[str, Measured]) -> list[str]:
@@ -205,12 +211,17 @@ HUB = "durable routed hub (module to module)"
 
 def run() -> tuple[list[str], list[Result]]:
     measured: dict[str, Measured] = {}
-    if shutil.which("mosquitto"):
-        measured["mosquitto"] = _measure_plain(Mosquitto)
-    if AMQTT.exists():
-        measured["amqtt"] = _measure_plain(Amqtt)
-    measured["hub broker mode (user topics)"] = _measure_hub(routed=False)
-    measured[HUB] = _measure_hub(routed=True)
+    with contextlib.ExitStack() as stack:
+        subjects: dict[str, Subject] = {}
+        if shutil.which("mosquitto"):
+            subjects["mosquitto"] = _plain(stack, Mosquitto)
+        if AMQTT.exists():
+            subjects["amqtt"] = _plain(stack, Amqtt)
+        subjects["hub broker mode (user topics)"] = _hub(stack, routed=False)
+        subjects[HUB] = _hub(stack, routed=True)
+        figures = {generator: throughputs(subjects, generator) for generator in GENERATORS}
+        for name, subject in subjects.items():
+            measured[name] = measure(subject, {g: figures[g][name] for g in GENERATORS})
 
     hub = measured[HUB]
     base = measured.get("mosquitto")
