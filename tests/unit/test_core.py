@@ -250,6 +250,28 @@ def test_telemetry_is_stamped_checked_for_size_and_routed(registry) -> None:
     assert hub.counters["dropped_no_route"] == 1 and stored == []
 
 
+def test_the_size_limit_counts_properties_as_edgehub_does(registry) -> None:
+    """262,144 characters and bytes of every property's name and value plus the body: at the limit a
+    message is queued, one character over it is dropped (an application property's included)."""
+    hub = core(
+        registry, ['FROM /messages/modules/sensor/* INTO BrokeredEndpoint("/modules/filter/inputs/in")']
+    )
+    listener = hub.connect(registry.get("edge/sensor"), RecordingProxy(), 10**10)
+    stamped = {  # what the hub adds, with the output's own property
+        "connectionDeviceId": "edge",
+        "connectionModuleId": "sensor",
+        "edgeMessageId": "x" * 36,
+        "edgeHubOriginInterface": "internal",
+        "outputName": "out",
+    }
+    room = 262_144 - sum(len(k) + len(v) for k, v in stamped.items()) - len("key") - 1000
+    for extra, dropped in ((0, 0), (1, 1)):
+        message = Message(b"b" * room, {"key": "v" * (1000 + extra)}, {"outputName": "out"})
+        listener.telemetry(message, [].append)
+        assert hub.counters["dropped_too_large"] == dropped
+    assert len(hub.ingest.store.peek("edge/filter/in")) == 1
+
+
 def test_c2d_goes_to_a_listening_leaf_device_only(registry) -> None:
     hub = core(registry)
     with pytest.raises(MethodError, match="not a device"):
