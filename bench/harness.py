@@ -182,9 +182,15 @@ class HubProcess(RunningHub):
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time a process (all its threads, ended ones included) has used so far, to
+    the nanosecond: the kernel's CPU-time clock of that process. /proc's user and system times count
+    in clock ticks (10 ms), a fifth of a microsecond per message in a run of 45,000 messages, which is
+    as large as some of the differences measured here; they are the fallback."""
+    try:
+        return time.clock_gettime((~pid << 3) | 2)  # Linux's clock id of a process's CPU time
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds() -> float:
