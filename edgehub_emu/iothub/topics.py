@@ -233,9 +233,9 @@ def outbound_bag(properties: Mapping[str, str | None], system_properties: Mappin
     if not properties:  # the common case, on every delivery: only system properties, pairs kept
         known = _SYSTEM_PAIRS
         parts = []
-        for key in system_properties.items():
-            if key[0] in outgoing:
-                parts.append(known.get(key) or _system_pair(*key))
+        for item in system_properties.items():
+            if item[0] in outgoing:
+                parts.append(known.get(item) or _system_pair(*item))
         return "&".join(parts)
     pair = property_bag.encode_pair
     encoded = {key: pair(key, value) for key, value in properties.items()}
