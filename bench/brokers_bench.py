@@ -12,10 +12,11 @@ Two load generators drive them: ``loadgen`` (one process, pre-encoded packets, a
 message, so that the broker is what is measured) and paho (one process per pair, as real modules look,
 with the backlog capped as a real source's would be). For every broker and generator the report gives
 msg/s, the ratio to mosquitto with the same generator, the **broker's CPU per message** (its user plus
-system time from /proc over the run, divided by the messages), the generator's CPU per message, p50/p99
-latency at a steady 1,000 msg/s with the broker's CPU per message there (each message arriving
-alone), and the broker's peak RSS. Each throughput figure is the median of ``RUNS`` runs, each sized
-to last about ``SECONDS``; the hub's latency over TLS, the run with the median p99 of three.
+system time over the run from the kernel's CPU-time clock of its process, divided by the messages), the
+generator's CPU per message, p50/p99 latency at a steady 1,000 msg/s with the broker's CPU per message
+there (each message arriving alone), and the broker's peak RSS. Each throughput figure is the median of
+``RUNS`` runs, each sized to last about ``SECONDS``; the hub's latency over TLS, the run with the median
+p99 of three.
 
 All four brokers run at once, idle but for the one being measured, and each generator's runs go round
 them in turn (forwards, then backwards): a slow stretch of the machine, which can last seconds on a
@@ -187,7 +188,7 @@ def table(measured: dict[str, Measured]) -> list[str]:
     """The comparison, one row per broker and generator."""
     base = measured.get("mosquitto")
     lines = [
-        f"  {PAIRS} pairs, {SIZE} B, QoS 1; median of {RUNS} runs; CPU per message in us from /proc",
+        f"  {PAIRS} pairs, {SIZE} B, QoS 1; median of {RUNS} runs; CPU per message in us (process CPU clock)",
         f"  {'broker':<40}{'generator':<10}{'msg/s':>9}{'ratio':>7}{'broker us':>11}{'gen us':>8}"
         f"{'p50 ms':>8}{'p99 ms':>8}{'us@1k':>7}{'peak MB':>9}",
     ]

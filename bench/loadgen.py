@@ -8,7 +8,7 @@ subscriber splits what it reads into packets by their fixed header only and answ
 PUBLISH with a PUBACK, all acknowledgements of one read in one write.
 
 ``run_pairs(targets, count, size)`` reports messages per second over all pairs, and the generator's own
-CPU per message (from ``getrusage``); the caller measures the broker's CPU from /proc.
+CPU per message (from ``getrusage``); the caller measures the broker's CPU (``harness.cpu_seconds``).
 """
 
 from __future__ import annotations
