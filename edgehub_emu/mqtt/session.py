@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..data_files import JsonFile
 from . import codec
+from .errors import NotConnected
 from .topic_trie import TopicTrie
 
 MAX_OFFLINE_MESSAGES = 10_000
@@ -284,10 +285,6 @@ class Session:
         for entry in inflight:
             if entry.settle is not None:
                 entry.settle(entry.token, False)
-
-
-class NotConnected(ConnectionError):
-    """The session has no connection to send on."""
 
 
 class SessionStore:

@@ -35,7 +35,6 @@ import logging
 import os
 import pickle
 import struct
-import threading
 import time
 from array import array
 from bisect import bisect_right
@@ -48,6 +47,7 @@ from zlib import crc32
 from ..data_files import DamagedFile, failure_reason, write_json
 from ..routing import Message, RoutedEndpoint
 from .base import Entry, Lane, Lanes, QueueInfo, Stored, StoreError, earliest
+from .file_worker import FileWorker, sync_and_close
 
 log = logging.getLogger("edgehub_emu.store")
 
@@ -136,65 +136,6 @@ class _Segment:
         return index.sequences[-1] if index is not None and index.sequences else 0
 
 
-class _FileWorker(threading.Thread):
-    """The store's slow file work, off the event loop and in the order it was asked for: fsync, the
-    checkpoints file (a temporary file and a rename) and deleting finished segments. Each costs from a
-    fraction of a millisecond to several on a busy disk; on the loop, every connection would wait."""
-
-    def __init__(self) -> None:
-        super().__init__(name="edgehub-store-files", daemon=True)
-        self._jobs: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            self._jobs.append(job)
-        self._wake.set()
-
-    def sync(self, fd: int) -> None:
-        """fsync ``fd`` (a duplicate is synced, so the owner may close its own meanwhile)."""
-        self.submit(partial(_sync_and_close, os.dup(fd)))
-
-    def wait(self) -> None:
-        """Return once everything asked so far is done."""
-        done = threading.Event()
-        self.submit(done.set)
-        done.wait(10)
-
-    def run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                jobs, self._jobs = self._jobs, []
-                stopping = self._stopping
-            for job in jobs:
-                try:
-                    job()
-                except Exception as exc:  # a bug, not the disk (each job handles OSError): keep going
-                    log.error("the store's file thread failed a job: %r", exc)
-            if stopping:
-                return
-
-    def stop(self) -> None:
-        """Do what was asked, then end."""
-        with self._lock:
-            self._stopping = True
-        self._wake.set()
-        self.join(10)
-
-
-def _sync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        log.warning("the store could not flush to disk: %s", exc)
-    finally:
-        os.close(fd)
-
-
 def _close_and_delete(fd: int, paths: tuple[Path, ...]) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
@@ -234,7 +175,7 @@ class LogStore:
         self._failing = False
         self._closed = False
         self._next_sequence = 1
-        self._files = _FileWorker()
+        self._files = FileWorker()
         self._files.start()
         try:
             self._open()
@@ -776,7 +717,7 @@ class LogStore:
             _write_checkpoints(self.directory, self._checkpoints())
         except OSError as exc:
             log.error("the store could not save its checkpoints: %s", exc)
-        _sync_and_close(os.dup(self._active().fd))
+        sync_and_close(os.dup(self._active().fd))
         for segment in self._segments.values():
             os.close(segment.fd)
         self._segments.clear()
