@@ -224,12 +224,12 @@ class MqttConnection(asyncio.Protocol):
                 return
             try:
                 packet = next_packet()
-            except UnsupportedProtocolLevel as exc:
+            except UnsupportedProtocolLevel as unsupported:
                 self._write(codec.encode(Connack(codec.UNACCEPTABLE_PROTOCOL_VERSION)))
-                self.close(str(exc))
+                self.close(str(unsupported))
                 return
-            except ProtocolError as exc:
-                self.close(f"protocol error: {exc}")
+            except ProtocolError as bad:
+                self.close(f"protocol error: {bad}")
                 return
             if packet is None:
                 return
@@ -241,8 +241,8 @@ class MqttConnection(asyncio.Protocol):
                     self.session.acknowledge(packet.packet_id)  # type: ignore[union-attr,arg-type]
                 else:
                     self._handle(packet)
-            except CloseConnection as exc:
-                self.close(str(exc) or "closed by the hub")
+            except CloseConnection as closing:
+                self.close(str(closing) or "closed by the hub")
             except Exception:  # a bug must not take the hub down: close this client only
                 log.exception("error handling %s from %s", type(packet).__name__, self._who())
                 self.close("internal error")

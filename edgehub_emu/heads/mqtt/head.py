@@ -73,8 +73,8 @@ class MqttHead:
             return self._anonymous(connect, peer)
         try:
             username = parse_username(connect.username)
-        except UsernameError as exc:
-            return AuthResult(codec.SERVER_UNAVAILABLE, reason=str(exc))
+        except UsernameError as bad_name:
+            return AuthResult(codec.SERVER_UNAVAILABLE, reason=str(bad_name))
         if not connect.client_id.strip():
             return AuthResult(codec.SERVER_UNAVAILABLE, reason="empty client id")
         claimed = username.device_id + (f"/{username.module_id}" if username.module_id else "")
@@ -91,9 +91,9 @@ class MqttHead:
             authenticated = self.core.authenticator.authenticate(
                 claimed, connect.password.decode("utf-8", errors="replace")
             )
-        except AuthenticationError as exc:
+        except AuthenticationError as refused:
             self.counters["connect_failed_auth"] += 1
-            return AuthResult(codec.NOT_AUTHORIZED, reason=str(exc))
+            return AuthResult(codec.NOT_AUTHORIZED, reason=str(refused))
         identity = authenticated.identity
         if self.broker is not None:
             decision = self.broker.authorize_connect(Client(claimed, identity.device_id, identity.module_id))
