@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def migrate_sqlite(path: Path, store: LogStore) -> int:
         if expires <= now:
             expired += 1
             continue
-        copies.append(RoutedEndpoint(endpoint_from_id(endpoint_id), priority, expires - now, route))
+        # (whole seconds, as every time-to-live is: the copy may live up to a second longer)
+        remaining = math.ceil(expires - now)
+        copies.append(RoutedEndpoint(endpoint_from_id(endpoint_id), priority, remaining, route))
     add()
     store.flush()
     path.rename(path.with_name(path.name + ".migrated"))
