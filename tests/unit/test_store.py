@@ -66,11 +66,14 @@ async def closed_log(directory: Path, count: int) -> Path:
     return segment
 
 
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest.fixture(params=["memory", "log"])
-async def store(request, tmp_path: Path) -> AsyncIterator:
-    clock = Clock()
+async def store(request, tmp_path: Path, clock: Clock) -> AsyncIterator:
     s = MemoryStore(clock) if request.param == "memory" else LogStore(tmp_path / "queue", clock)
-    s.test_clock = clock  # type: ignore[attr-defined]
     yield s
     s.close()
 
@@ -120,31 +123,31 @@ async def test_one_message_for_two_endpoints_is_two_independent_copies(store):
     assert drain(store, B.id) == [b"both"]
 
 
-async def test_expired_messages_are_skipped_and_counted(store):
+async def test_expired_messages_are_skipped_and_counted(store, clock):
     await put(store, b"short", copy(ttl=10))
     await put(store, b"long", copy(ttl=100))
-    store.test_clock.now += 50
+    clock.now += 50
     assert drain(store) == [b"long"]
     assert store.expired_counts() == {A.id: 1}
 
 
-async def test_expired_messages_nobody_reads_are_purged(store):
+async def test_expired_messages_nobody_reads_are_purged(store, clock):
     for i in range(5):
         await put(store, f"m{i}".encode(), copy(UpstreamEndpoint(), ttl=10))
-    store.test_clock.now += 11
+    clock.now += 11
     assert store.purge_expired() == 5
     assert store.expired_counts() == {"iothub": 5}
     assert store.take("iothub") is None
     assert store.depth("iothub") == {}
 
 
-async def test_queues_show_the_next_expiry_still_ahead(store):
+async def test_queues_show_the_next_expiry_still_ahead(store, clock):
     await put(store, b"a", copy(ttl=10))
     await put(store, b"b", copy(ttl=100))
-    store.test_clock.now += 50
+    clock.now += 50
     (info,) = store.queues()
     assert (info.endpoint_id, info.priority, info.messages) == (A.id, 0, 2)
-    assert info.next_expiry == store.test_clock.now + 50
+    assert info.next_expiry == clock.now + 50
 
 
 async def test_the_store_says_which_endpoint_has_new_entries(store):
