@@ -14,7 +14,7 @@ MANIFEST ?= config/deployment.json
 # The sample modules, started by the hub as local processes (an edgeAgent for your laptop).
 LOCAL_MODULES ?= config/local-modules.json
 
-.PHONY: run test lint format bench venv bytecode clean mosquitto-check chromium-check
+.PHONY: run test lint format bench venv bytecode compiled clean mosquitto-check chromium-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,10 +57,16 @@ venv: $(STAMP) $(SDK_STAMP)
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q edgehub_emu
 
-run: $(STAMP) $(SDK_STAMP) bytecode
+# The modules every message runs through, compiled to C with mypyc: about a quarter less CPU per
+# message. Instant when nothing changed; after an edit to one of them, about 45 s. It needs the C
+# compiler and Python headers that the install needs anyway (pip builds the AMQP engine from source).
+compiled: $(STAMP)
+	@$(BIN)/python -m edgehub_emu.compiled.build --require
+
+run: $(STAMP) $(SDK_STAMP) bytecode compiled
 	$(BIN)/edgehub-emu run --manifest $(MANIFEST) $(if $(LOCAL_MODULES),--local-modules $(LOCAL_MODULES))
 
-test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) bytecode mosquitto-check chromium-check
+test: $(STAMP) $(SDK_STAMP) $(SERVICE_STAMP) $(NODE_STAMP) bytecode compiled mosquitto-check chromium-check
 	$(BIN)/python -m pytest
 
 # The bridge tests run a real mosquitto; .ci/run installs it, a laptop needs it once.
@@ -92,8 +98,9 @@ $(BENCH_STAMP):
 	$(BENCH_VENV)/bin/python -m pip install --quiet amqtt==0.12.1
 	touch $(BENCH_STAMP)
 
-bench: $(STAMP) $(BENCH_STAMP) bytecode
+bench: $(STAMP) $(BENCH_STAMP) bytecode compiled
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) $(SERVICE_VENV) $(BENCH_VENV) $(NODE_DIR)/node_modules .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SDK_VENV) $(SERVICE_VENV) $(BENCH_VENV) $(NODE_DIR)/node_modules .pytest_cache build *.egg-info \
+	  edgehub_emu/compiled/lib

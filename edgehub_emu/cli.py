@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 
 from .client import ApiError, HubClient, HubNotRunning
+from .compiled import status as hot_path_status
 from .data_files import DamagedFile
 from .heap import freeze_start_up_objects
 from .hub import EdgeHub, HubError
@@ -528,6 +529,7 @@ def _print_started(hub: EdgeHub, table: RouteTable) -> None:
     )
     out.print(f"  edge CA certificate  {e.ca_file}")
     out.print(f"  data directory       {s.data_dir}   (ports in endpoints.json)")
+    out.print(f"  hot path             {hot_path_status()}")
     modules = hub.modules
     out.print(f"modules: {', '.join(modules) or '(none)'}")
     if s.inputs:
