@@ -6,7 +6,9 @@ Each broker gets three publisher/subscriber pairs of 64-byte QoS 1 messages:
 - mosquitto and amqtt: plain pub/sub on ``bench/{i}``, anonymous;
 - the hub's broker mode (``mqttBroker``, ``--dev``): the same plain pub/sub on user topics;
 - the durable routed hub: ``sensor{i}`` publishes telemetry on ``outputs/out``, a route sends it to
-  ``filter{i}``'s input, through the durable message log (PUBACK after the commit).
+  ``filter{i}``'s input, through the durable message log (PUBACK after the commit);
+- the same hub with its hot path as Python (``EDGEHUB_EMU_PURE_PYTHON=1``), what the compiled hot path
+  (``edgehub_emu.compiled``) saves measured in the same run.
 
 Two load generators drive them: ``loadgen`` (one process, pre-encoded packets, a few microseconds per
 message, so that the broker is what is measured) and paho (one process per pair, as real modules look,
@@ -18,7 +20,7 @@ there (each message arriving alone), and the broker's peak RSS. Each throughput 
 ``RUNS`` runs, each sized to last about ``SECONDS``; the hub's latency over TLS, the run with the median
 p99 of three.
 
-All four brokers run at once, idle but for the one being measured, and each generator's runs go round
+All five brokers run at once, idle but for the one being measured, and each generator's runs go round
 them in turn (forwards, then backwards): a slow stretch of the machine, which can last seconds on a
 shared host, then falls on every broker's runs instead of on one broker's, and the ratios compare
 brokers measured side by side.
@@ -36,6 +38,8 @@ import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from edgehub_emu.compiled import status as hot_path_status
 
 from . import loadgen
 from .harness import AMQTT, Amqtt, CpuMeter, HubProcess, Mosquitto, Target, pair_throughput
@@ -174,9 +178,12 @@ def _plain(stack: contextlib.ExitStack, broker_class: type[Mosquitto] | type[Amq
     return Subject(broker.name, broker.process.pid, targets, lambda: broker.memory_mb("VmHWM"))
 
 
-def _hub(stack: contextlib.ExitStack, routed: bool) -> Subject:
-    hub = HubProcess(pairs=PAIRS, broker=not routed)
+def _hub(stack: contextlib.ExitStack, routed: bool, pure_python: bool = False) -> Subject:
+    hub = HubProcess(pairs=PAIRS, broker=not routed, pure_python=pure_python)
     stack.callback(hub.stop)
+    if routed and pure_python:  # the same-run comparison for the compiled hot path: no TLS latency
+        targets = [hub.target(False, i) for i in range(PAIRS)]
+        return Subject("hub as Python", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"))
     if routed:
         targets = [hub.target(False, i) for i in range(PAIRS)]
         return Subject("hub", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"), hub.target(True, 0))
@@ -189,6 +196,7 @@ def table(measured: dict[str, Measured]) -> list[str]:
     base = measured.get("mosquitto")
     lines = [
         f"  {PAIRS} pairs, {SIZE} B, QoS 1; median of {RUNS} runs; CPU per message in us (process CPU clock)",
+        f"  the hub's hot path: {hot_path_status()}",
         f"  {'broker':<40}{'generator':<10}{'msg/s':>9}{'ratio':>7}{'broker us':>11}{'gen us':>8}"
         f"{'p50 ms':>8}{'p99 ms':>8}{'us@1k':>7}{'peak MB':>9}",
     ]
@@ -208,6 +216,7 @@ def table(measured: dict[str, Measured]) -> list[str]:
 
 
 HUB = "durable routed hub (module to module)"
+HUB_AS_PYTHON = "  the same, its hot path as Python"
 
 
 def run() -> tuple[list[str], list[Result]]:
@@ -220,6 +229,7 @@ def run() -> tuple[list[str], list[Result]]:
             subjects["amqtt"] = _plain(stack, Amqtt)
         subjects["hub broker mode (user topics)"] = _hub(stack, routed=False)
         subjects[HUB] = _hub(stack, routed=True)
+        subjects[HUB_AS_PYTHON] = _hub(stack, routed=True, pure_python=True)
         figures = {generator: throughputs(subjects, generator) for generator in GENERATORS}
         for name, subject in subjects.items():
             measured[name] = measure(subject, {g: figures[g][name] for g in GENERATORS})

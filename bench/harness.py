@@ -1,7 +1,8 @@
 """Brokers under test and the load generator the benchmarks share.
 
 - ``HubProcess``: ``edgehub-emu run`` in its own process, with ``pairs`` sensor→filter module pairs
-  (``sensor{i}/outputs/out`` routed to ``filter{i}/inputs/in``), durable store by default.
+  (``sensor{i}/outputs/out`` routed to ``filter{i}/inputs/in``), durable store by default; its hot path
+  compiled (``make bench`` builds it), or as Python with ``pure_python``.
 - ``Mosquitto`` and ``Amqtt``: plain brokers on a free loopback port, anonymous.
 - ``pair_throughput``: one publisher and one subscriber per process, several processes at once, so that
   the Python clients are not what is measured.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edgehub_emu.compiled import PURE_VARIABLE
 from edgehub_emu.identity import IdentityRegistry, make_token
 from edgehub_emu.testing import HubProcess as RunningHub
 
@@ -112,6 +114,7 @@ class HubProcess(RunningHub):
         data: Path | None = None,
         leaves: list[str] | None = None,
         broker: bool = False,
+        pure_python: bool = False,
         **flags: str,
     ) -> None:
         self.pairs = pairs
@@ -129,7 +132,10 @@ class HubProcess(RunningHub):
         super().__init__(
             self.data,
             *args,
-            env={"EDGEHUB_EMU_LEAF_DEVICES": ",".join(self.leaves)},
+            env={
+                "EDGEHUB_EMU_LEAF_DEVICES": ",".join(self.leaves),
+                PURE_VARIABLE: "1" if pure_python else "",
+            },
             stderr=subprocess.DEVNULL,
         )
         self.ready_after = time.perf_counter() - started
