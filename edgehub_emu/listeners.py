@@ -13,14 +13,14 @@ import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
 from .api import Apps, server_options, websocket_handler
 from .data_files import write_json
 from .heads.amqp import AmqpHead
-from .mqtt.server import MqttServer
+from .mqtt.server import MqttConnection, MqttServer
 from .settings import Settings, is_loopback
 
 log = logging.getLogger("edgehub_emu.hub")
@@ -93,7 +93,7 @@ class Listeners:
             server = await self._bind(
                 "MQTT over TLS",
                 s.mqtts_port,
-                loop.create_server(lambda: mqtt.protocol("tls"), s.host, s.mqtts_port, ssl=tls),
+                loop.create_server(lambda: _asyncio(mqtt.protocol("tls")), s.host, s.mqtts_port, ssl=tls),
             )
             self._close_on_exit(server)
             mqtts_port = server.sockets[0].getsockname()[1]
@@ -110,7 +110,7 @@ class Listeners:
             server = await self._bind(
                 "plain MQTT",
                 s.mqtt_port,
-                loop.create_server(lambda: mqtt.protocol("tcp"), plain_host, s.mqtt_port),
+                loop.create_server(lambda: _asyncio(mqtt.protocol("tcp")), plain_host, s.mqtt_port),
             )
             self._close_on_exit(server)
             mqtt_port = server.sockets[0].getsockname()[1]
@@ -236,3 +236,9 @@ def write_endpoints(
     id and manifest, for the CLI's other commands); it goes when the hub stops."""
     write_json(path, {**endpoints.as_dict(), **(about or {}), "pid": os.getpid()}, indent=2)
     stack.callback(path.unlink, missing_ok=True)
+
+
+def _asyncio(connection: MqttConnection) -> asyncio.Protocol:
+    """An MQTT connection as the asyncio protocol it is: it has every method a transport calls, but does
+    not subclass ``asyncio.Protocol`` (so that mypyc compiles it as a native class)."""
+    return cast(asyncio.Protocol, connection)

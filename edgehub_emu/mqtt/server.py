@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from . import codec
 from .codec import (
@@ -53,7 +53,7 @@ from .session import Session, SessionStore, Subscription
 
 log = logging.getLogger("edgehub_emu.mqtt")
 
-MAX_KEEP_ALIVE_TIMEOUT = 600.0
+MAX_KEEP_ALIVE_TIMEOUT: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +107,9 @@ def keep_alive_timeout(keep_alive: int) -> float:
     return MAX_KEEP_ALIVE_TIMEOUT if keep_alive == 0 or timeout > MAX_KEEP_ALIVE_TIMEOUT else timeout
 
 
-WRITE_LIMIT = 1 << 20
+WRITE_LIMIT: Final = 1 << 20
 """Bytes waiting for a client past which the hub reads nothing more from it until they drain."""
-DRAIN_POLL = 0.05
+DRAIN_POLL: Final = 0.05
 
 
 class MqttServer:
@@ -170,8 +170,10 @@ class MqttServer:
             connection.abort(reason)
 
 
-class MqttConnection(asyncio.Protocol):
-    """One client connection (TCP, TLS or a WebSocket adapter)."""
+class MqttConnection:
+    """One client connection (TCP, TLS or a WebSocket adapter): an asyncio protocol. It does not
+    subclass ``asyncio.Protocol``, so that mypyc compiles it as a native class (its attributes are
+    read and written without dictionary lookups); it has every method a transport calls."""
 
     def __init__(self, server: MqttServer, transport_kind: str) -> None:
         self.server = server
@@ -266,6 +268,9 @@ class MqttConnection(asyncio.Protocol):
             self.server.broker.disconnected(session, self.graceful, will)
         except Exception:
             log.exception("error after %s disconnected", session.client_id)
+
+    def eof_received(self) -> None:
+        """The client shut its side: let the transport close (as ``asyncio.Protocol`` does)."""
 
     def pause_writing(self) -> None:
         self._block_for_writes()
@@ -539,5 +544,5 @@ def _log_failure(error: BaseException | None) -> None:
         log.warning("a QoS 0 message was not stored: %s", error)
 
 
-_PUBACK = b"\x40\x02"
-_PUBREC = b"\x50\x02"
+_PUBACK: Final = b"\x40\x02"
+_PUBREC: Final = b"\x50\x02"
