@@ -14,6 +14,7 @@ import logging
 import random
 import uuid
 from collections import Counter
+from typing import Final
 
 from ..identity import Identity
 from ..metrics import Reservoir
@@ -29,7 +30,7 @@ from .trace import BODY_KEPT, MessageTrace
 
 log = logging.getLogger("edgehub_emu.hub")
 
-MAX_MESSAGE_SIZE = 262_144
+MAX_MESSAGE_SIZE: Final = 262_144
 
 
 class MessageRefused(ValueError):

@@ -23,20 +23,20 @@ import datetime as dt
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ..routing import Message, RoutedEndpoint, RouteTable
 from ..routing.message import CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, EDGE_MESSAGE_ID, OUTPUT_NAME
 from ..store import Entry
 
-DEFAULT_SIZE = 2000
+DEFAULT_SIZE: Final = 2000
 """Messages kept; delivery events are kept for twice as many."""
-BODY_KEPT = 4096
-_SIZE = "x-edgehub-emu-trace-body-size"  # in a kept copy: the size of the body it cut
+BODY_KEPT: Final = 4096
+_SIZE: Final = "x-edgehub-emu-trace-body-size"  # in a kept copy: the size of the body it cut
 
-DELIVERED = "delivered"
-RETRIED = "retried"
-REJECTED = "rejected"
+DELIVERED: Final = "delivered"
+RETRIED: Final = "retried"
+REJECTED: Final = "rejected"
 
 _Received = tuple[str, Message, RouteTable | None, Sequence[RoutedEndpoint], int]
 """A kept message, rebuilt: (sender, message, the table it was routed with or None when it was put

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from typing import Final
 
 from ..core import REJECTED, RETRIED, ConnectionManager, DeviceProxy, SendOutcome
 from ..iothub import MODULE_MESSAGES
@@ -29,7 +30,7 @@ from .window import DeliveryWindow
 
 log = logging.getLogger("edgehub_emu.delivery")
 
-ACK_TIMEOUT = 30.0
+ACK_TIMEOUT: Final = 30.0
 
 
 class ModuleDelivery:

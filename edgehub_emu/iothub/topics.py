@@ -14,13 +14,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Final
 from urllib.parse import unquote
 
 from . import property_bag
 
 # --- templates ------------------------------------------------------------------------------------
 
-INBOUND_TEMPLATES = (
+INBOUND_TEMPLATES: Final = (
     "devices/{deviceId}/messages/events/{params}/",
     "devices/{deviceId}/messages/events/",
     "devices/{deviceId}/modules/{moduleId}/messages/events/{params}/",
@@ -31,14 +32,14 @@ INBOUND_TEMPLATES = (
     "devices/{deviceId}/modules/{moduleId}/messages/events",
 )
 
-OUTBOUND_TEMPLATES = {
+OUTBOUND_TEMPLATES: Final = {
     "ModuleEndpoint": "devices/{deviceId}/modules/{moduleId}/inputs/{inputName}",
     "C2D": "devices/{deviceId}/messages/devicebound",
     "TwinEndpoint": "$iothub/twin/res/{statusCode}/?$rid={correlationId}",
     "TwinDesiredPropertyUpdate": "$iothub/twin/PATCH/properties/desired/?$version={version}",
 }
 
-_VARIABLE = re.compile(r"\{(\w+)\}")
+_VARIABLE: Final = re.compile(r"\{(\w+)\}")
 
 
 @cache
@@ -77,7 +78,7 @@ def fill_template(template: str, values: Mapping[str, str]) -> str:
 # --- telemetry in -------------------------------------------------------------------------------
 
 # Wire name -> edgeHub's internal system property name.
-INCOMING_SYSTEM_PROPERTIES = {
+INCOMING_SYSTEM_PROPERTIES: Final = {
     "$.mid": "messageId",
     "$.cid": "cid",
     "$.to": "to",
@@ -95,7 +96,7 @@ INCOMING_SYSTEM_PROPERTIES = {
 }
 
 # Internal system property name -> wire name, in edgeHub's order; outputName is never sent.
-OUTGOING_SYSTEM_PROPERTIES = {
+OUTGOING_SYSTEM_PROPERTIES: Final = {
     "absolute-expiry-time": "$.exp",
     "cid": "$.cid",
     "messageId": "$.mid",
@@ -165,7 +166,7 @@ def _bind_fast(topic: str) -> dict[str, str] | None:
 
 
 _TELEMETRY_CACHE: dict[str, Telemetry | str] = {}
-_TELEMETRY_CACHE_SIZE = 4096
+_TELEMETRY_CACHE_SIZE: Final = 4096
 
 
 def parse_telemetry_cached(topic: str) -> Telemetry:
@@ -214,7 +215,7 @@ def parse_telemetry(topic: str) -> Telemetry:
 
 
 _SYSTEM_PAIRS: dict[tuple[str, str | None], str] = {}
-_SYSTEM_PAIRS_SIZE = 4096
+_SYSTEM_PAIRS_SIZE: Final = 4096
 
 
 def _system_pair(name: str, value: str | None) -> str:
@@ -246,7 +247,7 @@ def outbound_bag(properties: Mapping[str, str | None], system_properties: Mappin
     return "&".join(encoded.values())
 
 
-_TELEMETRY_WIRE_NAMES = {internal: wire for wire, internal in INCOMING_SYSTEM_PROPERTIES.items()}
+_TELEMETRY_WIRE_NAMES: Final = {internal: wire for wire, internal in INCOMING_SYSTEM_PROPERTIES.items()}
 
 
 def telemetry_topic(
@@ -307,12 +308,12 @@ def method_request_topic(method_name: str, rid: str) -> str:
 
 # --- the device side: what a client publishes and subscribes to --------------------------------
 
-METHODS_FILTER = "$iothub/methods/POST/#"
-DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
-TWIN_RESPONSE_FILTER = "$iothub/twin/res/#"
-METHOD_REQUEST_PREFIX = "$iothub/methods/POST/"
-DESIRED_PATCH_PREFIX = "$iothub/twin/PATCH/properties/desired/"
-TWIN_RESPONSE_PREFIX = "$iothub/twin/res/"
+METHODS_FILTER: Final = "$iothub/methods/POST/#"
+DESIRED_FILTER: Final = "$iothub/twin/PATCH/properties/desired/#"
+TWIN_RESPONSE_FILTER: Final = "$iothub/twin/res/#"
+METHOD_REQUEST_PREFIX: Final = "$iothub/methods/POST/"
+DESIRED_PATCH_PREFIX: Final = "$iothub/twin/PATCH/properties/desired/"
+TWIN_RESPONSE_PREFIX: Final = "$iothub/twin/res/"
 
 
 def twin_get_topic(rid: str) -> str:
@@ -349,9 +350,11 @@ def parse_twin_response(topic: str) -> tuple[int, str] | None:
 
 # --- twin and method addresses ----------------------------------------------------------------
 
-TWIN_PREFIX = "$iothub/twin/"
-METHOD_RESPONSE_PREFIX = "$iothub/methods/res/"
-_METHOD_RESPONSE = re.compile(r"^\$iothub/methods/res/(?P<status>[^/]*)/\?\$rid=(?P<rid>.*)\Z", re.DOTALL)
+TWIN_PREFIX: Final = "$iothub/twin/"
+METHOD_RESPONSE_PREFIX: Final = "$iothub/methods/res/"
+_METHOD_RESPONSE: Final = re.compile(
+    r"^\$iothub/methods/res/(?P<status>[^/]*)/\?\$rid=(?P<rid>.*)\Z", re.DOTALL
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,13 +496,13 @@ def parse_username(username: str) -> Username:
 
 # --- SUBSCRIBE classification -------------------------------------------------------------------
 
-METHODS = "Methods"
-DESIRED_PROPERTY_UPDATES = "DesiredPropertyUpdates"
-C2D = "C2D"
-TWIN_RESPONSE = "TwinResponse"
-MODULE_MESSAGES = "ModuleMessages"
-UNKNOWN = "Unknown"
-_MODULE_MESSAGES = re.compile(r"^devices/.+/modules/.+/#\Z", re.DOTALL)
+METHODS: Final = "Methods"
+DESIRED_PROPERTY_UPDATES: Final = "DesiredPropertyUpdates"
+C2D: Final = "C2D"
+TWIN_RESPONSE: Final = "TwinResponse"
+MODULE_MESSAGES: Final = "ModuleMessages"
+UNKNOWN: Final = "Unknown"
+_MODULE_MESSAGES: Final = re.compile(r"^devices/.+/modules/.+/#\Z", re.DOTALL)
 
 
 def classify_subscription(topic_filter: str) -> str:

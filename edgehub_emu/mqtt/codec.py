@@ -14,22 +14,23 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
-MAX_PACKET_SIZE = 262_144
+MAX_PACKET_SIZE: Final = 262_144
 """edgeHub's default ``MaxInboundMessageSize``: larger packets close the connection."""
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
 
 # CONNACK return codes
-ACCEPTED = 0
-UNACCEPTABLE_PROTOCOL_VERSION = 1
-IDENTIFIER_REJECTED = 2
-SERVER_UNAVAILABLE = 3
-BAD_USERNAME_OR_PASSWORD = 4
-NOT_AUTHORIZED = 5
+ACCEPTED: Final = 0
+UNACCEPTABLE_PROTOCOL_VERSION: Final = 1
+IDENTIFIER_REJECTED: Final = 2
+SERVER_UNAVAILABLE: Final = 3
+BAD_USERNAME_OR_PASSWORD: Final = 4
+NOT_AUTHORIZED: Final = 5
 
-SUBACK_FAILURE = 0x80
+SUBACK_FAILURE: Final = 0x80
 
 
 class ProtocolError(Exception):
@@ -159,7 +160,7 @@ Packet = (
 )
 
 # Required low nibble of the fixed header, per packet type (PUBLISH is checked separately).
-_FLAGS = {
+_FLAGS: Final = {
     CONNECT: 0,
     CONNACK: 0,
     PUBACK: 0,

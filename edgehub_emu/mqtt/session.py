@@ -16,14 +16,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ..data_files import JsonFile
 from . import codec
 from .errors import NotConnected
 from .topic_trie import TopicTrie
 
-MAX_OFFLINE_MESSAGES = 10_000
+MAX_OFFLINE_MESSAGES: Final = 10_000
 _UNKNOWN: Any = object()  # not yet in a cache (None is an answer: no subscription matches)
 
 

@@ -15,26 +15,26 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 # Internal system property names (edgeHub's SystemProperties).
-CONNECTION_DEVICE_ID = "connectionDeviceId"
-CONNECTION_MODULE_ID = "connectionModuleId"
-OUTPUT_NAME = "outputName"
-MESSAGE_TYPE = "messageType"
-CONTENT_TYPE = "contentType"
-CONTENT_ENCODING = "contentEncoding"
-MESSAGE_ID = "messageId"
-CORRELATION_ID = "cid"
-EDGE_MESSAGE_ID = "edgeMessageId"
-EDGE_HUB_ORIGIN_INTERFACE = "edgeHubOriginInterface"
-MODEL_ID = "modelId"
-RP_SENDER_DEVICE_ID = "rpSenderDeviceId"
-RP_SENDER_MODULE_ID = "rpSenderModuleId"
-TO = "to"
-TWIN_CHANGE_NOTIFICATION = "twinChangeNotification"
+CONNECTION_DEVICE_ID: Final = "connectionDeviceId"
+CONNECTION_MODULE_ID: Final = "connectionModuleId"
+OUTPUT_NAME: Final = "outputName"
+MESSAGE_TYPE: Final = "messageType"
+CONTENT_TYPE: Final = "contentType"
+CONTENT_ENCODING: Final = "contentEncoding"
+MESSAGE_ID: Final = "messageId"
+CORRELATION_ID: Final = "cid"
+EDGE_MESSAGE_ID: Final = "edgeMessageId"
+EDGE_HUB_ORIGIN_INTERFACE: Final = "edgeHubOriginInterface"
+MODEL_ID: Final = "modelId"
+RP_SENDER_DEVICE_ID: Final = "rpSenderDeviceId"
+RP_SENDER_MODULE_ID: Final = "rpSenderModuleId"
+TO: Final = "to"
+TWIN_CHANGE_NOTIFICATION: Final = "twinChangeNotification"
 
-_JSON_ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
+_JSON_ENCODINGS: Final = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
 
 _NOT_QUERYABLE: Any = object()
 
@@ -43,7 +43,7 @@ def _fold(mapping: dict[str, str | None]) -> dict[str, str | None]:
     return {key.lower(): value for key, value in mapping.items()}
 
 
-_CANONICAL = frozenset(
+_CANONICAL: Final = frozenset(
     {
         CONNECTION_DEVICE_ID,
         CONNECTION_MODULE_ID,

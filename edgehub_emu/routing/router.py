@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from .endpoints import Endpoint
 from .message import Message
 from .route import Route
 from .values import UNDEF
 
-DEFAULT_TIME_TO_LIVE_SECS = 7200
+DEFAULT_TIME_TO_LIVE_SECS: Final = 7200
 """Global time-to-live when the manifest sets none (the deployment template's default)."""
 
-_SOURCE_CACHE_LIMIT = 4096
+_SOURCE_CACHE_LIMIT: Final = 4096
 Evaluate = Callable[[Message], Any]
 
 

@@ -41,7 +41,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from zlib import crc32
 
 from ..data_files import DamagedFile, failure_reason, write_json
@@ -53,18 +53,18 @@ log = logging.getLogger("edgehub_emu.store")
 
 SEGMENT_BYTES = 8 * 1024 * 1024
 """A segment is sealed (and a new one started) once it is this large."""
-ROLL_WHEN_DONE_BYTES = 1024 * 1024
+ROLL_WHEN_DONE_BYTES: Final = 1024 * 1024
 """An active segment this large whose entries are all done is dropped for a fresh one."""
 IN_MEMORY = 4096
 """Newly committed entries per lane kept in memory; beyond that they wait in the log."""
-PAGE = 512
+PAGE: Final = 512
 """Entries read from the log at a time when a lane drains past what is in memory."""
-RECORD_MESSAGES = 256
+RECORD_MESSAGES: Final = 256
 """At most this many messages of one commit go into one record."""
 
-CHECKPOINT_INTERVAL = 0.1
-FSYNC_INTERVAL = 1.0
-_HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
+CHECKPOINT_INTERVAL: Final = 0.1
+FSYNC_INTERVAL: Final = 1.0
+_HEADER: Final = struct.Struct("<II")  # payload length, CRC-32 of the payload
 
 
 class _LaneIndex:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Final
 
 from ...core import SendOutcome, Settle
 from ...iothub import c2d_topic, desired_patch_topic, method_request_topic, outbound_bag
@@ -19,7 +19,7 @@ from ...routing import Message
 
 log = logging.getLogger("edgehub_emu.mqtt")
 
-TRANSPORTS = {"tls": "mqtt", "tcp": "mqtt (plain)", "websocket": "mqtt over websocket"}
+TRANSPORTS: Final = {"tls": "mqtt", "tcp": "mqtt (plain)", "websocket": "mqtt over websocket"}
 
 
 class MqttProxy:
