@@ -48,7 +48,7 @@ from .report import Result
 
 PAIRS = 3
 SIZE = 64
-RUNS = 3
+RUNS = 5
 SECONDS = 2.0
 PROBE = 2_000  # messages per pair in the run that sizes the measured ones
 

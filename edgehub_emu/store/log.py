@@ -56,7 +56,8 @@ SEGMENT_BYTES = 8 * 1024 * 1024
 ROLL_WHEN_DONE_BYTES: Final = 1024 * 1024
 """An active segment this large whose entries are all done is dropped for a fresh one."""
 IN_MEMORY = 4096
-"""Newly committed entries per lane kept in memory; beyond that they wait in the log."""
+"""Newly committed entries per lane kept in memory; beyond that they wait in the log. (Not ``Final``
+like the other constants here: a test makes it small.)"""
 PAGE: Final = 512
 """Entries read from the log at a time when a lane drains past what is in memory."""
 RECORD_MESSAGES: Final = 256
