@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,20 @@ class Client:
         paho.on_disconnect = lambda _c, _u, _f, rc, _p: c.disconnects.put(rc)
         paho.on_subscribe = lambda _c, _u, _mid, codes, _p: c.subacks.put(codes)
         paho.reconnect_delay_set(60, 120)
+        _WIRED.append(c)
         return c
+
+
+_WIRED: list[Client] = []
+"""Every wired client of the running test: stopped after it, so that no client's network thread is left
+looping (and logging at interpreter exit) after a test that did not stop its clients."""
+
+
+@pytest.fixture(autouse=True)
+def _stop_wired_clients() -> Iterator[None]:
+    yield
+    while _WIRED:
+        _WIRED.pop().stop()
 
 
 @dataclass

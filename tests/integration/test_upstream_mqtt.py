@@ -180,10 +180,19 @@ async def upstream_connected(hub: Hub, timeout: float = 10) -> None:
             await asyncio.sleep(0.05)
 
 
-async def local_client(hub: Hub, client_id: str, *filters: str) -> Remote:
-    """An anonymous local tool on the hub's plain listener (--dev)."""
-    client = Remote(hub.hub.endpoints.mqtt_port, client_id)  # type: ignore[union-attr, arg-type]
-    return await client.connect(*filters)
+@pytest.fixture
+async def local_client(bridged: Hub) -> AsyncIterator[Callable[..., Any]]:
+    """Anonymous local tools on the hub's plain listener (--dev), stopped after the test."""
+    made: list[Remote] = []
+
+    async def make(client_id: str, *filters: str) -> Remote:
+        client = Remote(bridged.hub.endpoints.mqtt_port, client_id)  # type: ignore[union-attr, arg-type]
+        made.append(client)
+        return await client.connect(*filters)
+
+    yield make
+    for client in made:
+        client.stop()
 
 
 async def test_upstream_messages_go_to_the_broker_on_telemetry_topics(
@@ -197,9 +206,11 @@ async def test_upstream_messages_go_to_the_broker_on_telemetry_topics(
     assert "alert=yes" in message.topic and message.payload == b'{"t": 30}'
 
 
-async def test_bridge_settings_carry_topics_out_and_in(bridged: Hub, remote: Callable[..., Any]) -> None:
+async def test_bridge_settings_carry_topics_out_and_in(
+    bridged: Hub, remote: Callable[..., Any], local_client: Callable[..., Any]
+) -> None:
     cloud = await remote("remote/#", "sync/#", "commands/#")
-    local = await local_client(bridged, "tool", "local/#", "sync/#")
+    local = await local_client("tool", "local/#", "sync/#")
     local.paho.publish("alerts/fire", b"hot", 1)
     message = await cloud.next()
     assert (message.topic, message.payload) == ("remote/alerts/fire", b"hot")
@@ -221,10 +232,10 @@ async def test_bridge_settings_carry_topics_out_and_in(bridged: Hub, remote: Cal
 
 
 async def test_a_broker_outage_loses_nothing(
-    bridged: Hub, mosquitto: Mosquitto, remote: Callable[..., Any]
+    bridged: Hub, mosquitto: Mosquitto, remote: Callable[..., Any], local_client: Callable[..., Any]
 ) -> None:
     cloud = await remote("remote/#", client_id="cloud", clean=False)
-    local = await local_client(bridged, "tool")
+    local = await local_client("tool")
     seen: list[bytes] = []
     for i in range(10):
         local.paho.publish("alerts/n", str(i).encode(), 1)
