@@ -120,13 +120,7 @@ class Ingest:
             system[CONNECTION_MODULE_ID] = identity.module_id
         system[EDGE_MESSAGE_ID] = new_guid()
         system[EDGE_HUB_ORIGIN_INTERFACE] = "internal" if device_id == self.device_id else "downstream"
-        size = len(message.body)  # message_size, inlined: this runs for every message
-        for key, value in system.items():
-            size += len(key) + (len(value) if value else 0)
-        properties = message.properties
-        if properties:  # (most outputs have none)
-            for key, value in properties.items():
-                size += len(key) + (len(value) if value else 0)
+        size = message_size(message)
         if size > MAX_MESSAGE_SIZE:
             self.counters["dropped_too_large"] += 1
             log.warning(
