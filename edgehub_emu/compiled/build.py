@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .loader import GROUP, LIB, MODULES, PACKAGE, digest, library_of, manifest, mismatch, source_of
+from .loader import GROUP, LIB, MODULES, PACKAGE, library_of, manifest, mismatch, source_of
 
 
 def _compiler() -> str | None:
@@ -94,7 +94,7 @@ def build(require: bool = False) -> int:
             print("\n".join(tail))
             print(f"compiled hot path: the build failed (exit {done.returncode}); the hub runs as Python")
             return failed
-        if manifest() != before or _digests(out / "src") != before:
+        if manifest() != before or manifest(out / "src") != before:
             print("compiled hot path: a source changed during the build; run it again")
             return failed
         (built / "manifest.json").write_text(json.dumps(before, indent=2) + "\n")
@@ -109,14 +109,6 @@ def _not_sources(directory: str, names: list[str]) -> list[str]:
     if Path(directory) == LIB.parent:
         ignored += [name for name in names if name.startswith(LIB.name)]
     return ignored
-
-
-def _digests(root: Path) -> dict[str, object]:
-    """``manifest()`` of the copy under ``root``: what was compiled."""
-    return {
-        "python": sys.implementation.cache_tag,
-        "sources": {m: digest(root / source_of(m).relative_to(PACKAGE.parent)) for m in MODULES},
-    }
 
 
 def _replace(built: Path, lib: Path) -> None:

@@ -63,11 +63,12 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def manifest(modules: Sequence[str] = MODULES) -> dict[str, object]:
-    """What a build records: the interpreter it is for and each source's hash."""
+def manifest(root: Path = PACKAGE.parent) -> dict[str, object]:
+    """What a build records: the interpreter it is for and the hash of each source, in the package under
+    ``root`` (this one by default; the build's copy of it too)."""
     return {
         "python": sys.implementation.cache_tag,
-        "sources": {module: digest(source_of(module)) for module in modules},
+        "sources": {m: digest(root / source_of(m).relative_to(PACKAGE.parent)) for m in MODULES},
     }
 
 
