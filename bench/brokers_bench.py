@@ -38,6 +38,7 @@ import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from edgehub_emu.compiled import status as hot_path_status
 
@@ -181,14 +182,13 @@ def _plain(stack: contextlib.ExitStack, broker_class: type[Mosquitto] | type[Amq
 def _hub(stack: contextlib.ExitStack, routed: bool, pure_python: bool = False) -> Subject:
     hub = HubProcess(pairs=PAIRS, broker=not routed, pure_python=pure_python)
     stack.callback(hub.stop)
-    if routed and pure_python:  # the same-run comparison for the compiled hot path: no TLS latency
-        targets = [hub.target(False, i) for i in range(PAIRS)]
-        return Subject("hub as Python", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"))
-    if routed:
-        targets = [hub.target(False, i) for i in range(PAIRS)]
-        return Subject("hub", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"), hub.target(True, 0))
-    targets = [hub.user_topic_target(i) for i in range(PAIRS)]
-    return Subject("broker mode", hub.process.pid, targets, lambda: hub.memory_mb("VmHWM"))
+    peak = partial(hub.memory_mb, "VmHWM")
+    if not routed:
+        return Subject("broker mode", hub.process.pid, [hub.user_topic_target(i) for i in range(PAIRS)], peak)
+    targets = [hub.target(False, i) for i in range(PAIRS)]
+    if pure_python:  # the same-run comparison for the compiled hot path: no TLS latency
+        return Subject("hub as Python", hub.process.pid, targets, peak)
+    return Subject("hub", hub.process.pid, targets, peak, hub.target(True, 0))
 
 
 def table(measured: dict[str, Measured]) -> list[str]:
